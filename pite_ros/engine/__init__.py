@@ -1,0 +1,1 @@
+"""Inference engines with one interface (torch, ONNX Runtime) and the ONNX export."""

@@ -1,0 +1,1 @@
+"""Offline pipeline: datasets, the synthetic world, annotation, three-stage training, evaluation."""
