@@ -43,6 +43,18 @@ def video_info(path: str | Path) -> tuple[float, int, int, int]:
     return fps, count, width, height
 
 
+def nearest_frame_indices(times: np.ndarray, fps: float, count: int) -> np.ndarray:
+    """Indices of the frames ``read_frames`` decodes for ``times`` (seconds): ``(N,)`` int.
+
+    Frame ``i`` covers ``[i / fps, (i + 1) / fps)`` and shows the clip at its centre
+    ``(i + 0.5) / fps``; a time maps to the frame whose centre is nearest (NumPy rounds
+    halves to even), clamped to ``[0, count - 1]``. Writers of ground truth (the synthetic
+    world) use this to label exactly the frames a reader decodes.
+    """
+    wanted = np.clip(np.round(np.asarray(times, dtype=np.float64) * fps - 0.5), 0, count - 1)
+    return wanted.astype(int)
+
+
 def read_frames(
     path: str | Path, times: np.ndarray, size: tuple[int, int] | None = None
 ) -> np.ndarray:
@@ -52,8 +64,7 @@ def read_frames(
     ``(width, height)`` to resize to, or None to keep the source size.
     """
     fps, count, _, _ = video_info(path)
-    wanted = np.clip(np.round(np.asarray(times, dtype=np.float64) * fps - 0.5), 0, count - 1)
-    wanted = wanted.astype(int)
+    wanted = nearest_frame_indices(times, fps, count)
     capture = cv2.VideoCapture(str(path))
     frames: dict[int, np.ndarray] = {}
     try:
