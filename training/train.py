@@ -1,0 +1,48 @@
+"""``pite-train --stage {1,2,3} --config FILE``: run one PiTe training stage.
+
+The same command runs single-process on a CPU and multi-GPU under ``accelerate launch``.
+Command-line values override the config file's; ``--resume`` continues from the newest
+checkpoint in the output directory (or starts fresh when there is none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from training.trainer.checkpoint import ResumeError
+from training.trainer.config import ConfigError, load_config
+from training.trainer.loop import train
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pite-train", description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", type=int, choices=(1, 2, 3), required=True, help="PiTe training stage")
+    parser.add_argument("--config", required=True, help="YAML or JSON config (see training/README.md)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    parser.add_argument("--model", help="preset, config JSON or checkpoint dir (overrides the config)")
+    parser.add_argument("--output-dir", help="where checkpoints, logs and the final model go")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {"stage": args.stage, "model": args.model, "output_dir": args.output_dir,
+                 "max_steps": args.max_steps, "seed": args.seed}
+    try:
+        config = load_config(args.config, overrides)
+        final = train(config, resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, ResumeError) as error:
+        print(f"pite-train: {error}", file=sys.stderr)
+        return 2
+    print(f"stage {config.stage} done: {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
