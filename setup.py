@@ -52,6 +52,7 @@ setup(
     entry_points={
         "console_scripts": [
             # One line per command; each module's main() parses its own arguments.
+            "pite-synth = training.synth.cli:main",
         ],
     },
 )

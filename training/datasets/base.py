@@ -26,6 +26,7 @@ from pite_ros.video import VideoReadError, read_frames, uniform_frame_times, vid
 from training.datasets.report import (
     BAD_FIELD,
     BAD_JSON,
+    MISSING_FIELD,
     MISSING_VIDEO,
     UNREADABLE_VIDEO,
     RecordError,
@@ -144,7 +145,7 @@ class RecordDataset(Dataset):
                 if not path.is_file():
                     raise RecordError(MISSING_VIDEO, key, f"{path} does not exist")
                 return path
-        raise RecordError("missing field", name)
+        raise RecordError(MISSING_FIELD, name)
 
     def video(self, path: Path, name: str = "video") -> tuple[float, int, int, int]:
         """``(fps, frames, width, height)`` of a video, cached; ``UNREADABLE_VIDEO`` on failure."""

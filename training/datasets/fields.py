@@ -18,19 +18,22 @@ from training.datasets.report import (
 )
 
 
-def get(record: dict, name: str, *aliases: str) -> Any:
-    """The value of ``name`` (or the first alias present); ``MISSING_FIELD`` if none is."""
+def get(record: dict, name: str, *aliases: str, where: str = "") -> Any:
+    """The value of ``name`` (or the first alias present); ``MISSING_FIELD`` if none is.
+
+    ``where`` prefixes the field name in errors (``phrases[0].`` for nested records).
+    """
     for key in (name, *aliases):
         if key in record and record[key] is not None:
             return record[key]
-    raise RecordError(MISSING_FIELD, name)
+    raise RecordError(MISSING_FIELD, where + name)
 
 
-def text(record: dict, name: str, *aliases: str) -> str:
+def text(record: dict, name: str, *aliases: str, where: str = "") -> str:
     """A non-empty string field."""
-    value = get(record, name, *aliases)
+    value = get(record, name, *aliases, where=where)
     if not isinstance(value, str) or not value.strip():
-        raise RecordError(BAD_FIELD, name, f"expected a non-empty string, got {value!r:.60}")
+        raise RecordError(BAD_FIELD, where + name, f"expected a non-empty string, got {value!r:.60}")
     return value
 
 

@@ -85,16 +85,16 @@ class TrajectoryCaptionDataset(RecordDataset):
     def _phrase(phrase: object, name: str, caption: str, frames: int, points: int) -> SpanTrajectory:
         if not isinstance(phrase, dict):
             raise RecordError(BAD_FIELD, name, "expected {text, span, trajectory, visibility}")
-        phrase_text = text(phrase, "text")
-        start, end = span(get(phrase, "span"), f"{name}.span", caption)
+        phrase_text = text(phrase, "text", where=f"{name}.")
+        start, end = span(get(phrase, "span", where=f"{name}."), f"{name}.span", caption)
         if caption[start:end] != phrase_text:
             raise RecordError(
                 SPAN_MISMATCH, f"{name}.span", f"caption[{start}:{end}]={caption[start:end]!r} != {phrase_text!r}"
             )
         trajectory = unit_coordinates(
-            array(get(phrase, "trajectory"), f"{name}.trajectory", (frames, points, 2)), f"{name}.trajectory"
+            array(get(phrase, "trajectory", where=f"{name}."), f"{name}.trajectory", (frames, points, 2)), f"{name}.trajectory"
         )
-        visibility = array(get(phrase, "visibility"), f"{name}.visibility", (frames, points))
+        visibility = array(get(phrase, "visibility", where=f"{name}."), f"{name}.visibility", (frames, points))
         if not np.isin(visibility, (0.0, 1.0)).all():
             raise RecordError(BAD_FIELD, f"{name}.visibility", "entries must be 0 or 1")
         return SpanTrajectory(start, end, trajectory.astype(np.float32), visibility.astype(bool))

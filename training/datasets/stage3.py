@@ -164,8 +164,8 @@ class DenseCaptionDataset(TimedVideoDataset):
             name = f"events[{index}]"
             if not isinstance(event, dict):
                 raise RecordError(BAD_FIELD, name, "expected {timestamps, caption}")
-            start, end = segment(get(event, "timestamps"), f"{name}.timestamps", duration)
-            timed.append((start, end, text(event, "caption")))
+            start, end = segment(get(event, "timestamps", where=f"{name}."), f"{name}.timestamps", duration)
+            timed.append((start, end, text(event, "caption", where=f"{name}.")))
         timed.sort(key=lambda event: (event[0], event[1]))
         return [self.example(record, line, grounded(DENSE_PROMPT), dense_response(timed, duration))]
 
