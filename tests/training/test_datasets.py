@@ -18,6 +18,8 @@ from training.datasets import (
     LocalizedNarrativesDataset,
     MultipleChoiceDataset,
     TrajectoryCaptionDataset,
+    merged_report,
+    open_stage,
     read_jsonl,
     resample_trajectory,
 )
@@ -269,3 +271,12 @@ def test_a_video_lost_after_validation_falls_back_to_the_next_record(synth: Path
     assert data[1].id == records[2]["id"] and data[0].id == records[0]["id"]
     assert data.report.counts[reasons.UNREADABLE_VIDEO] == 1
     assert data[1].id == records[2]["id"] and data.report.counts[reasons.UNREADABLE_VIDEO] == 1
+
+
+def test_open_stage_reads_every_file_of_a_synth_folder(synth: Path) -> None:
+    counts = {stage: [len(d) for d in open_stage(synth, stage, image_size=SIZE, num_frames=4)] for stage in (1, 2, 3)}
+    assert counts[1] == [IMAGES] and counts[2] == [VIDEOS] and len(counts[3]) == 4
+    stage2 = open_stage(synth, 2, num_frames=4)[0][0]
+    assert stage2.frames.shape[0] == 4 and stage2.trajectories[0].points.shape[0] == 4
+    report = merged_report(open_stage(synth, 3))
+    assert report.skipped == 0 and report.loaded == sum(counts[3])

@@ -5,6 +5,7 @@ is skipped and counted in the dataset's ``report`` (a ``SkipReport``).
 """
 
 from training.datasets.base import Prepared, RecordDataset, read_jsonl
+from training.datasets.layout import STAGE_READERS, merged_report, open_stage
 from training.datasets.report import RecordError, SkipExample, SkipReport
 from training.datasets.stage1 import LocalizedNarrativesDataset
 from training.datasets.stage2 import TrajectoryCaptionDataset, resample_trajectory
@@ -24,9 +25,12 @@ __all__ = [
     "Prepared",
     "RecordDataset",
     "RecordError",
+    "STAGE_READERS",
     "SkipExample",
     "SkipReport",
     "TrajectoryCaptionDataset",
+    "merged_report",
+    "open_stage",
     "read_jsonl",
     "resample_trajectory",
 ]

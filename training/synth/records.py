@@ -199,7 +199,7 @@ def image_item(out: Path, split: str, seed: int, index: int, config: WorldConfig
     """Render stage-1 image ``index`` with a narration and a mouse trace over each named object.
 
     Each word is one utterance of 0.25-0.45 s. While an object's words are spoken the trace
-    hovers near its centre (within a quarter of its radius, sampled every 0.05 s); filler
+    hovers near its centre (within a quarter of its radius, sampled every 0.1 s); filler
     words ("there is", "and") have no trace points (the mouse rests), so they get no target.
     """
     rng = item_rng(seed, split, IMAGE, index)
@@ -225,7 +225,7 @@ def image_item(out: Path, split: str, seed: int, index: int, config: WorldConfig
     traces = []
     for owner, (first, last) in spoken.items():
         spec = scene.objects[owner]
-        times = np.round(np.arange(first, last + 1e-9, 0.05), 3)
+        times = np.round(np.arange(first, last + 1e-9, 0.1), 3)
         angle = rng.uniform(0, 2 * np.pi, len(times))
         reach = 0.25 * spec.radius * np.sqrt(rng.uniform(0, 1, len(times)))
         pixels = np.asarray(spec.origin) + np.stack([reach * np.cos(angle), reach * np.sin(angle)], axis=1)

@@ -1,0 +1,64 @@
+"""Which reader reads which file of a data folder laid out as pite-synth writes it.
+
+A folder holds ``stage1.jsonl``, ``stage2.jsonl`` and ``stage3_{conversations,grounding,
+dense,mcq}.jsonl`` (any subset); ``open_stage`` returns a reader for each file of a stage
+that is present, in that fixed order, so a ``ConcatDataset`` over them is deterministic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.datasets.base import ImageSize, RecordDataset
+from training.datasets.report import SkipReport
+from training.datasets.stage1 import LocalizedNarrativesDataset
+from training.datasets.stage2 import TrajectoryCaptionDataset
+from training.datasets.stage3 import (
+    ConversationDataset,
+    DenseCaptionDataset,
+    GroundingDataset,
+    MultipleChoiceDataset,
+)
+
+STAGE_READERS: dict[int, tuple[tuple[str, type[RecordDataset]], ...]] = {
+    1: (("stage1.jsonl", LocalizedNarrativesDataset),),
+    2: (("stage2.jsonl", TrajectoryCaptionDataset),),
+    3: (
+        ("stage3_conversations.jsonl", ConversationDataset),
+        ("stage3_grounding.jsonl", GroundingDataset),
+        ("stage3_dense.jsonl", DenseCaptionDataset),
+        ("stage3_mcq.jsonl", MultipleChoiceDataset),
+    ),
+}
+
+
+def open_stage(
+    folder: str | Path, stage: int, *, image_size: ImageSize = None, num_frames: int | None = None
+) -> list[RecordDataset]:
+    """Readers for the stage's files present in ``folder``.
+
+    ``num_frames``: stage 2 resamples to it (None: each record's N); stage 3 samples it
+    (None: 8). Stage 1 always has one frame.
+    """
+    if stage not in STAGE_READERS:
+        raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
+    readers = []
+    for name, reader in STAGE_READERS[stage]:
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        if stage == 1:
+            readers.append(reader(path, image_size=image_size))
+        elif stage == 2:
+            readers.append(reader(path, image_size=image_size, num_frames=num_frames))
+        else:
+            readers.append(reader(path, image_size=image_size, num_frames=num_frames or 8))
+    return readers
+
+
+def merged_report(datasets: list[RecordDataset]) -> SkipReport:
+    """One report over several readers (counts add up; examples keep their file names)."""
+    report = SkipReport()
+    for data in datasets:
+        report.merge(data.report)
+    return report
