@@ -17,7 +17,7 @@ from training.synth import generate, load_ground_truth, split_words, vocabulary
 from training.synth.events import direction_of
 from training.synth.records import STAGE_FILES
 from training.synth.render import point_offsets, render
-from training.synth.world import COLOURS, DIRECTIONS, WorldConfig, sample_scene
+from training.synth.world import COLOURS, DIRECTIONS, WorldConfig, sample_scene, sample_still_scene
 
 VIDEOS, IMAGES = 16, 6
 
@@ -70,6 +70,8 @@ def test_masks_agree_with_centres(synth: Path) -> None:
         assert truth.masks.shape[1] == round(truth.duration * truth.fps)
         assert np.array_equal(truth.visible, truth.masks.any(axis=(2, 3)))
         areas = truth.masks.sum(axis=(2, 3))
+        # No object hides behind another all along: each shows half its area for a second.
+        assert ((areas >= 0.5 * areas.max(axis=1, keepdims=True)).sum(axis=1) >= truth.fps).all()
         for obj in range(areas.shape[0]):
             for frame in np.flatnonzero(areas[obj] == areas[obj].max()):
                 ys, xs = np.nonzero(truth.masks[obj, frame])
@@ -162,3 +164,15 @@ def test_vocabulary_covers_every_text(synth: Path) -> None:
             texts += [turn["value"] for turn in record.get("conversations", [])]
     unknown = {w for text in texts for w in split_words(re.sub(r"<\d+\.\d+>", "", text))} - words - {"<video>"}
     assert not unknown
+
+
+def test_crowded_still_scenes_keep_object_indices_contiguous() -> None:
+    config = WorldConfig(width=32, height=32)
+    counts = []
+    for seed in range(10):
+        scene = sample_still_scene(np.random.default_rng(seed), config, max_objects=8)
+        assert [o.index for o in scene.objects] == list(range(len(scene.objects)))
+        masks = render(scene, np.array([0.5])).masks
+        assert masks.shape[0] == len(scene.objects) and masks.any(axis=(1, 2, 3)).all()
+        counts.append(len(scene.objects))
+    assert max(counts) < 8  # objects that find no room are left out

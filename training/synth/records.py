@@ -121,12 +121,28 @@ def _truth(item: str, scene: Scene, rendering: Rendering, events: list[list[Even
     )
 
 
+def well_seen(rendering: Rendering, fps: int) -> bool:
+    """Every object shows at least half of its area for at least a second (not hidden all along)."""
+    area = rendering.silhouettes.sum(axis=(2, 3)).max(axis=1, keepdims=True)
+    shown = rendering.masks.sum(axis=(2, 3)) >= 0.5 * np.maximum(area, 1)
+    return bool((shown.sum(axis=1) >= fps).all())
+
+
+def _visible_scene(rng: np.random.Generator, config: WorldConfig) -> tuple[Scene, Rendering]:
+    """A sampled scene whose objects are all ``well_seen`` (resampled from the same stream)."""
+    for _ in range(100):  # about 1 scene in 150 is resampled
+        scene = sample_scene(rng, config)
+        rendering = render(scene, scene.frame_times())
+        if well_seen(rendering, config.fps):
+            return scene, rendering
+    raise RuntimeError(f"no scene with every object in view in 100 draws for {config}")
+
+
 def video_item(out: Path, split: str, seed: int, index: int, config: WorldConfig) -> dict[str, list[dict]]:
     """Render clip ``index``; write its mp4 and ground truth; return its stage-2/3 records."""
     rng = item_rng(seed, split, VIDEO, index)
     item = item_id(split, VIDEO, index)
-    scene = sample_scene(rng, config)
-    rendering = render(scene, scene.frame_times())
+    scene, rendering = _visible_scene(rng, config)
     events = scene_events(scene, rendering)
     write_video(out / "videos" / f"{item}.mp4", rendering.frames, config.fps)
     save_ground_truth(out / "gt", _truth(item, scene, rendering, events))

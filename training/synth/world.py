@@ -224,13 +224,14 @@ def sample_still_scene(rng: np.random.Generator, config: WorldConfig, max_object
     chosen = rng.choice(len(pairs), size=count, replace=False)
     scale = min(config.width, config.height)
     objects: list[ObjectSpec] = []
-    for index, pair_index in enumerate(chosen):
+    for pair_index in chosen:
         colour, shape = pairs[int(pair_index)]
         size = str(rng.choice(list(SIZES)))
         radius = SIZES[size] * scale
         for _ in range(50):
             origin = tuple(float(rng.uniform(*_inside_range(e, radius))) for e in (config.width, config.height))
             if all(np.hypot(origin[0] - o.origin[0], origin[1] - o.origin[1]) > radius + o.radius + 3 for o in objects):
+                index = len(objects)  # indices stay 0..n-1 when an object finds no room
                 objects.append(ObjectSpec(index, colour, shape, size, radius, index, origin,
                                           (Phase(0.0, 1.0, (0.0, 0.0)),)))
                 break
