@@ -37,16 +37,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    config = WorldConfig(
-        width=args.width,
-        height=args.height,
-        fps=args.fps,
-        min_seconds=args.min_seconds,
-        max_seconds=args.max_seconds,
-        max_objects=args.max_objects,
-        num_frames=args.num_frames,
-        num_points=args.num_points,
-    )
+    try:
+        config = WorldConfig(
+            width=args.width,
+            height=args.height,
+            fps=args.fps,
+            min_seconds=args.min_seconds,
+            max_seconds=args.max_seconds,
+            max_objects=args.max_objects,
+            num_frames=args.num_frames,
+            num_points=args.num_points,
+        )
+    except ValueError as error:
+        raise SystemExit(f"pite-synth: {error}") from None
     images = args.videos if args.images is None else args.images
     began = time.perf_counter()
     manifest = generate(

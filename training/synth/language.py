@@ -128,8 +128,8 @@ class Phrase:
 def caption(scene: Scene, events: list[list[Event]]) -> tuple[str, list[Phrase]]:
     """The stage-2 caption: one sentence per object (by first appearance), then the passes."""
     def appearance(spec: ObjectSpec) -> float:
-        return min((e.start for e in events[spec.index]), default=0.0) if any(
-            e.type == "enter" for e in events[spec.index]) else 0.0
+        """When the object comes into view: its enter event, else the first frame."""
+        return next((e.start for e in events[spec.index] if e.type == "enter"), 0.0)
 
     text, phrases = "", []
 
@@ -234,7 +234,7 @@ def questions(scene: Scene, events: list[list[Event]]) -> list[QA]:
             result.append(QA("enter_side", QUESTIONS["enter_side"].format(name=spec.name), f"the {enter.side}",
                              tuple(f"the {s}" for s in SIDES), (enter.start, enter.end)))
     entries = [(e.start, o) for o in objects for e in events[o.index] if e.type == "enter"]
-    for (t_a, a), (t_b, b) in zip(entries, entries[1:]) if len(entries) >= 2 else []:
+    for (t_a, a), (t_b, b) in zip(entries, entries[1:]):
         if abs(t_a - t_b) >= 0.5:
             first = a if t_a < t_b else b
             pool = tuple(dict.fromkeys([a.name, b.name, *names]))

@@ -37,6 +37,7 @@ DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up"
 EXIT_SIDE = {"left": "left", "right": "right", "up": "top", "down": "bottom"}
 ENTRY_SIDE = {"left": "right", "right": "left", "up": "bottom", "down": "top"}
 BACKGROUND: tuple[int, int, int] = (60, 60, 60)
+MAX_OBJECTS = 6
 STORIES = ("still", "move", "move_stop", "still_move", "enter", "enter_stop", "leave")
 
 
@@ -55,6 +56,14 @@ class WorldConfig:
     num_points: int = 8  # P: tracked points per object
     min_speed: float = 0.25  # fraction of min(width, height) per second
     max_speed: float = 0.45
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
+            raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS} (count words go to six)")
+        if not 1 <= self.min_seconds <= self.max_seconds:
+            raise ValueError("need 1 <= min_seconds <= max_seconds")
+        if min(self.width, self.height) < 24 or self.fps < 1 or self.num_frames < 1 or self.num_points < 1:
+            raise ValueError("frames must be at least 24x24 pixels, and fps, num_frames, num_points positive")
 
 
 @dataclass(frozen=True)
