@@ -280,3 +280,25 @@ def test_open_stage_reads_every_file_of_a_synth_folder(synth: Path) -> None:
     assert stage2.frames.shape[0] == 4 and stage2.trajectories[0].points.shape[0] == 4
     report = merged_report(open_stage(synth, 3))
     assert report.skipped == 0 and report.loaded == sum(counts[3])
+
+
+def test_stage1_utterances_are_matched_in_order_and_case_insensitively(synth: Path, tmp_path: Path) -> None:
+    image = str(synth / read_jsonl(synth / "stage1.jsonl")[0]["image"])
+    record = {
+        "image": image,
+        "caption": "In this image, a dog. A dog runs.",
+        "timed_caption": [
+            {"utterance": "in this", "start_time": 0.0, "end_time": 1.0},
+            {"utterance": "a dog", "start_time": 2.0, "end_time": 3.0},
+            {"utterance": "cat", "start_time": 3.0, "end_time": 3.5},
+            {"utterance": "a dog", "start_time": 4.0, "end_time": 5.0},
+        ],
+        "traces": [[{"x": 0.1, "y": 0.2, "t": 0.5}, {"x": 0.3, "y": 0.4, "t": 0.7}],
+                   [{"x": 0.8, "y": 0.9, "t": 4.5}]],
+    }
+    example = LocalizedNarrativesDataset(_write(tmp_path / "ln.jsonl", [record]))[0]
+    spans = [(example.response[p.start:p.end], p.xy) for p in example.points]
+    assert spans[:2] == [("In", pytest.approx((0.2, 0.3))), ("this", pytest.approx((0.2, 0.3)))]
+    assert [text for text, _ in spans[2:]] == ["A", "dog"]  # the second "a dog"; the first has no trace
+    assert example.points[2].start == example.response.index("A dog")
+    assert spans[2][1] == pytest.approx((0.8, 0.9))

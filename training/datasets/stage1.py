@@ -55,7 +55,6 @@ def word_spans(caption: str, timed_caption: object) -> list[tuple[int, int, floa
     """``(start, end, t0, t1)`` for every word of every utterance found in ``caption``."""
     if not isinstance(timed_caption, list):
         raise RecordError(BAD_FIELD, "timed_caption", "expected a list of utterances")
-    lowered = caption.lower()
     cursor = 0
     spans = []
     for index, entry in enumerate(timed_caption):
@@ -66,13 +65,14 @@ def word_spans(caption: str, timed_caption: object) -> list[tuple[int, int, floa
         t1 = number(entry.get("end_time"), f"{name}.end_time")
         if t1 < t0:
             raise RecordError(BAD_FIELD, name, f"end_time {t1} before start_time {t0}")
-        utterance = entry["utterance"].strip().lower()
-        found = lowered.find(utterance, cursor) if utterance else -1
-        if found < 0:
+        utterance = entry["utterance"].strip()
+        # Searched in the caption itself (not a lower-cased copy, whose offsets can differ).
+        found = re.compile(re.escape(utterance), re.IGNORECASE).search(caption, cursor) if utterance else None
+        if found is None:
             continue
-        for word in _WORD.finditer(utterance):
-            spans.append((found + word.start(), found + word.end(), t0, t1))
-        cursor = found + len(utterance)
+        for word in _WORD.finditer(found.group()):
+            spans.append((found.start() + word.start(), found.start() + word.end(), t0, t1))
+        cursor = found.end()
     return spans
 
 
