@@ -1,0 +1,71 @@
+"""The synthetic world's own masks as a segmenter, to measure the later stages alone.
+
+Reads ``gt/<id>.npz|json`` (``training.synth.load_ground_truth``) and matches a phrase to
+the object whose colour AND shape words it contains (a size word breaks a tie; still
+ambiguous or unmatched: no mask). ``gt_dir`` defaults to ``<video folder>/../gt``, the
+layout ``pite-synth`` writes (``videos/``, ``gt/``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from training.annotate.segmenters import words
+from training.annotate.segmenters.base import ClipContext, register
+from training.synth import GroundTruth, load_ground_truth
+
+
+def match_object(objects: list[dict], phrase: str) -> int | None:
+    """Index into ``objects`` (ground-truth facts) of the object the phrase names, or None."""
+    colours, shapes, size = words.colours(phrase), words.shapes(phrase), words.size(phrase)
+    matches = [i for i, o in enumerate(objects) if o["colour"] in colours and o["shape"] in shapes]
+    if len(matches) > 1 and size is not None:
+        matches = [i for i in matches if objects[i].get("size") == size]
+    return matches[0] if len(matches) == 1 else None
+
+
+class GroundTruthSegmenter:
+    """Exact masks of synthetic clips (needs ``ClipContext`` to find the clip and its frames)."""
+
+    name = "gt"
+    all_frames = True
+
+    def __init__(self, gt_dir: str | None = None) -> None:
+        self.gt_dir = Path(gt_dir) if gt_dir else None
+
+    def segment(self, frames: np.ndarray, phrase: str, context: ClipContext | None = None) -> np.ndarray | None:
+        """The matched object's visible masks at ``context.frame_indices``, resized to ``frames``."""
+        if context is None:
+            raise ValueError("the ground-truth segmenter needs the clip context (video id and frame indices)")
+        truth = _load(str(self._path(context)))
+        index = match_object(truth.objects, phrase)
+        if index is None:
+            return None
+        masks = truth.masks[index, np.clip(context.frame_indices, 0, truth.masks.shape[1] - 1)]
+        height, width = frames.shape[1:3]
+        if masks.shape[1:] != (height, width):
+            masks = np.stack([cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+                              for m in masks]).astype(bool)
+        return masks if masks.any() else None
+
+    def _path(self, context: ClipContext) -> Path:
+        folder = self.gt_dir or Path(context.video).resolve().parent.parent / "gt"
+        for name in (context.video_id, Path(context.video).stem):
+            if (folder / f"{name}.npz").is_file():
+                return folder / name
+        raise FileNotFoundError(f"no ground truth {context.video_id}.npz in {folder}")
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> GroundTruth:
+    return load_ground_truth(path)
+
+
+@register("gt")
+def build(**options: object) -> GroundTruthSegmenter:
+    """Factory for the registry (option: ``gt_dir``)."""
+    return GroundTruthSegmenter(**options)  # type: ignore[arg-type]
