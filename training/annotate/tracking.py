@@ -11,13 +11,18 @@ comes back far away or not at all).
 Rules (our choices, the paper is silent on them):
 
 - Seed: points are sampled (farthest-point, ``sampling.sample_points``) in the mask with
-  the largest area, the frame where the object is best seen; tracking runs forward from
-  there to the last frame and backward to the first.
+  the largest area, the frame where the object is best seen, half an LK window inside its
+  edge when the mask is big enough (a window half on the background follows the
+  background); tracking runs forward from there to the last frame and backward to the first.
 - Aperture problem: a point whose neighbourhood has no 2-D texture (a flat interior, a
   straight edge: LK's minimum eigenvalue of the structure tensor below ``min_eigen``) cannot
   be tracked on its own; it moves with the others (below) and keeps its visibility, which
   only the masks can then change. Flat synthetic shapes are mostly made of such points.
-- A trackable point that fails the check is lost (invisible). A lost or untrackable point is
+- Appearance check: the forward-backward check misses a point that slides slowly onto an
+  occluder (each small step is consistent), so a point is also lost when its patch (one LK
+  window) correlates with the patch where it was seeded or last re-seeded by less than
+  ``min_ncc`` (normalised cross-correlation, default 0.5).
+- A trackable point that fails either check is lost (invisible). A lost or untrackable point is
   carried by the median displacement of the visible trackable points of the same object (rigid motion), so its position
   stays plausible while occluded; with no visible point, by the displacement of the mask
   centroid (when both frames have a mask), else it stays where it is.
@@ -51,10 +56,11 @@ class TrackerConfig:
     method: Method = "lk"
     fb_threshold: float = 1.0  # pixels: forward-backward error above which a point is lost
     min_eigen: float = 0.02  # LK structure-tensor minimum eigenvalue below which a point is untrackable
+    min_ncc: float = 0.5  # appearance check: correlation with the point's seed patch below which it is lost (0: off)
     window: int = 0  # LK window side in pixels; 0: min(H, W) / 12 kept odd within [7, 21] (see auto_window)
     levels: int = 3  # LK pyramid levels above the base
     mask_margin: int = 3  # pixels: tolerance when checking visible points against a mask
-    sample_margin: int = 2  # pixels: keep sampled points this far inside the mask when possible
+    sample_margin: int = 2  # pixels: sampled points keep this far inside the mask (and half an LK window) if possible
     reseed_below: float = 0.5  # re-sample lost points when fewer than this share of P is visible (0: never)
 
 
@@ -146,14 +152,19 @@ def track_points(
     frames = grey.shape[0]
     points = np.zeros((frames, count, 2), dtype=np.float32)
     visible = np.zeros((frames, count), dtype=bool)
-    points[seed] = sample_points(masks[seed], count, config.sample_margin)
+    margin = max(config.sample_margin, (config.window or auto_window(grey.shape[1:])) // 2)
+    points[seed] = sample_points(masks[seed], count, margin)
     visible[seed] = True
     step = FlowStep(config)
     dilated = {index: _dilate(mask, config.mask_margin) for index, mask in masks.items()}
+    templates = Templates(config.window or auto_window(grey.shape[1:]))
     for order in (range(seed + 1, frames), range(seed - 1, -1, -1)):
+        templates.take(grey[seed], points[seed], np.ones(count, dtype=bool))
         for index in order:
             previous = index - 1 if order.step == 1 else index + 1
             moved, ok, trackable = step(grey[previous], grey[index], points[previous])
+            if config.min_ncc > 0:
+                ok &= templates.similarity(grey[index], moved) >= config.min_ncc
             was_visible = visible[previous]
             kept = ok & trackable & was_visible
             if kept.any():
@@ -163,10 +174,46 @@ def track_points(
             points[index] = np.where(kept[:, None], moved, points[previous] + shift)
             visible[index] = was_visible & (ok | ~trackable)
             if index in masks:
+                before_points, before_visible = points[index].copy(), visible[index].copy()
                 points[index], visible[index] = _apply_mask(
                     points[index], visible[index], masks[index], dilated[index], config
                 )
+                renewed = visible[index] & (~before_visible | (points[index] != before_points).any(axis=1))
+                templates.take(grey[index], points[index], renewed)
     return Tracks(points, visible, seed)
+
+
+class Templates:
+    """Each point's appearance (a ``side`` x ``side`` patch) where it was seeded, for the occlusion check."""
+
+    def __init__(self, side: int) -> None:
+        self.side = side
+        self.patches: np.ndarray | None = None  # (P, side * side) zero-mean, unit-norm; zero if flat
+
+    def _patches(self, grey: np.ndarray, points: np.ndarray) -> np.ndarray:
+        patches = np.stack([
+            cv2.getRectSubPix(grey, (self.side, self.side), (float(x), float(y))).astype(np.float32).ravel()
+            for x, y in points
+        ])
+        patches -= patches.mean(axis=1, keepdims=True)
+        norms = np.linalg.norm(patches, axis=1, keepdims=True)
+        return np.where(norms > 1e-3 * self.side, patches / np.maximum(norms, 1e-12), 0.0)
+
+    def take(self, grey: np.ndarray, points: np.ndarray, which: np.ndarray) -> None:
+        """(Re)take the templates of the points ``which`` ``(P,)`` bool at ``points`` in ``grey``."""
+        if not which.any():
+            return
+        fresh = self._patches(grey, points[which])
+        if self.patches is None:
+            self.patches = np.zeros((len(points), fresh.shape[1]), np.float32)
+        self.patches[which] = fresh
+
+    def similarity(self, grey: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """``(P,)`` normalised cross-correlation of each point's patch with its template (1 where either is flat)."""
+        current = self._patches(grey, points)
+        ncc = (current * self.patches).sum(axis=1)
+        flat = ~current.any(axis=1) | ~self.patches.any(axis=1)
+        return np.where(flat, 1.0, ncc)
 
 
 def _centroid_shift(source: np.ndarray | None, target: np.ndarray | None) -> np.ndarray:
