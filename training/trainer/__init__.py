@@ -1,0 +1,1 @@
+"""The three-stage trainer: configuration, resumable sampling, atomic checkpoints, the loop, logs."""
