@@ -53,6 +53,7 @@ setup(
         "console_scripts": [
             # One line per command; each module's main() parses its own arguments.
             "pite-synth = training.synth.cli:main",
+            "pite-annotate = training.annotate.cli:main",
         ],
     },
 )

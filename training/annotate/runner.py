@@ -40,7 +40,7 @@ MAX_CRASHES = 2
 class Summary:
     """Totals over the output folder (``records``/``failures``) and this run's work and timings."""
 
-    videos: int = 0  # input lines
+    videos: int = 0  # non-blank input lines
     records: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     done_now: int = 0  # videos processed by this run
@@ -137,6 +137,7 @@ def run(
     pending: list[VideoTask] = []
     summary = Summary(workers=workers)
     for item in read_tasks(input_path, media_root):
+        summary.videos += 1
         name = safe_name(item.id)
         if isinstance(item, Failure):
             if item.reason == DUPLICATE_ID:  # the id's own files belong to its first line
@@ -153,7 +154,6 @@ def run(
             summary.skipped += 1
         else:
             pending.append(item)
-    summary.videos = len(order)
     execute = _run_ray if use_ray else _run_local
     for stats in execute(pending, config, str(folder), workers, ray_address, progress):
         _add(summary, stats)
@@ -231,16 +231,20 @@ def _run_local(
                             running[pool.submit(process_task, task, config, out)] = task
                         done, _ = wait(running, return_when=FIRST_COMPLETED)
                         for future in done:
-                            task = running.pop(future)
-                            stats = future.result()
+                            stats = future.result()  # BrokenProcessPool if a worker died
+                            del running[future]
                             bar.update()
                             yield stats
                 except BrokenProcessPool:
-                    for task in running.values():
+                    for future, task in running.items():
+                        if future.done() and future.exception() is None:  # finished before the crash
+                            bar.update()
+                            yield future.result()
+                            continue
                         crashes[task.id] += 1
                         if crashes[task.id] >= MAX_CRASHES:
-                            yield _crashed(task, out)
                             bar.update()
+                            yield _crashed(task, out)
                         else:
                             queue.append(task)
     finally:

@@ -19,8 +19,8 @@ phrase, not the world: it knows colours, four shapes, two sizes and "moving thin
   object's position in the closest confident frame, within 15 % of the image diagonal
   (temporal association).
 - A phrase with no colour or shape word ("people walking", "a dog") is segmented by motion:
-  OpenCV MOG2 background subtraction learnt over the clip's frames, then applied to each
-  frame with learning frozen (shadows dropped); a plural phrase takes every moving blob,
+  OpenCV MOG2 background subtraction, its model fitted to the clip's temporal median, then
+  applied to each frame with learning frozen (shadows dropped); a plural phrase takes every moving blob,
   a singular one the largest blob, associated over time as above.
 - GrabCut refines each found component inside its box (2 iterations, component as probable
   foreground, its erosion as sure foreground, outside the box as background); on by default
@@ -58,6 +58,8 @@ HSV_RANGES: dict[str, list[tuple[int, int, int, int, int, int]]] = {
     "white": [(0, 179, 0, 40, 190, 255)],
     "grey": [(0, 179, 0, 40, 51, 189)],
 }
+MOG2_SEED_FRAMES = 20  # times the median background is fed to MOG2 before frames are classified
+MOG2_VAR_THRESHOLD = 50.0  # squared Mahalanobis distance: above codec noise on a model fitted to one image
 MIN_AREA_FRACTION = 0.0005  # components smaller than this share of the frame are noise
 STAR_SOLIDITY = 0.82  # area / convex hull area below this: a star (measured: stars 0.62-0.79, others >= 0.84)
 GATE = 0.15  # temporal association: farthest jump from the anchor, as a share of the image diagonal
@@ -124,10 +126,19 @@ def _foreground(frame: np.ndarray) -> np.ndarray:
 
 
 def motion_masks(frames: np.ndarray) -> list[np.ndarray]:
-    """Moving pixels of each frame ``(T, H, W, 3)``: MOG2 learnt over all frames, then applied frozen."""
-    subtractor = cv2.createBackgroundSubtractorMOG2(history=max(len(frames), 2), varThreshold=16, detectShadows=True)
-    for frame in frames:
-        subtractor.apply(frame)
+    """Moving pixels of each frame ``(T, H, W, 3)``: MOG2 seeded with the clip's median, applied frozen.
+
+    Trained online over a short clip, MOG2 learns an object that moves less than its own size
+    a few times as background, and leaves "ghosts" where objects started. So its model is
+    first fitted to the per-pixel temporal median of the clip (the scene without the things
+    that move), then every frame is classified with learning off.
+    """
+    subtractor = cv2.createBackgroundSubtractorMOG2(history=MOG2_SEED_FRAMES, varThreshold=MOG2_VAR_THRESHOLD,
+                                                    detectShadows=True)
+    step = max(1, len(frames) // 50)
+    background = np.median(frames[::step], axis=0).astype(np.uint8)
+    for _ in range(MOG2_SEED_FRAMES):
+        subtractor.apply(background)
     side = max(3, int(round(min(frames.shape[1:3]) / 120)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
     masks = []
