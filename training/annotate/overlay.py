@@ -1,8 +1,8 @@
 """A PNG strip of a record's trajectories drawn over its N sampled frames, to check by eye.
 
 Each phrase has one colour; each point is drawn at every frame (filled when visible,
-hollow when not) with its path so far (a line between consecutive frames where it is
-visible at both), and the phrases are listed in their colours on the first tile.
+hollow when not) with its recent path (lines over the last ``TRAIL`` frames, between
+consecutive frames where it is visible at both), and the phrases are listed in their colours on the first tile.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from pite_ros.video import read_frames, uniform_frame_times
 
+TRAIL = 3  # frames of path drawn behind each point
 # BGR colours, far apart (Tableau 10).
 PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
            (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
@@ -35,7 +36,7 @@ def draw_strip(record: dict, path: str | Path, columns: int = 4, tile_width: int
         visible = np.asarray(phrase["visibility"], dtype=bool)  # (N, P)
         for k, tile in enumerate(tiles):
             for j in range(points.shape[1]):
-                for step in range(1, k + 1):
+                for step in range(max(1, k - TRAIL + 1), k + 1):
                     if visible[step - 1, j] and visible[step, j]:
                         a, b = points[step - 1, j], points[step, j]
                         cv2.line(tile, _pixel(a), _pixel(b), colour, 1, cv2.LINE_AA)

@@ -122,9 +122,9 @@ def annotate_video(task: VideoTask, config: AnnotateConfig, segmenter: Segmenter
         if tracks is None:
             result.phrases_without_mask += 1
             continue
-        pixels = tracks.points[sampled]
+        pixels, visible = tracks.sampled(sampled)
         normalised = (pixels + 0.5) / np.array([proc_width, proc_height], dtype=np.float32)
-        tracked.append((phrase.text, phrase.span, normalised, tracks.visible[sampled]))
+        tracked.append((phrase.text, phrase.span, normalised, visible))
     result.tracks = len(tracked)
     if not tracked:
         result.failure = Failure(task.id, NO_TRACK, f"none of {len(phrases)} phrases found by {segmenter.name}",

@@ -64,9 +64,10 @@ class Summary:
             f"time {self.wall_seconds:.1f} s for {self.done_now} videos ({rate:.1f} videos/minute, "
             f"{self.workers} workers)",
         ]
+        out.append(f"stage time summed over workers, and decoded video frames per second of it ({self.frames} frames):")
         for stage, seconds in self.stage_seconds.items():
             if seconds > 0:
-                out.append(f"  {stage:8s} {seconds:7.2f} s  ({self.frames / seconds:.0f} frames/s)")
+                out.append(f"  {stage:8s} {seconds:7.2f} s  {self.frames / seconds:7.0f} frames/s")
         out += [f"  failure '{reason}': {count}" for reason, count in sorted(self.failures.items())]
         return out
 

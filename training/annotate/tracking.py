@@ -66,11 +66,30 @@ class TrackerConfig:
 
 @dataclass
 class Tracks:
-    """``points`` ``(T, P, 2)`` float32 pixel ``(x, y)``; ``visible`` ``(T, P)`` bool; ``seed_frame`` index."""
+    """``points`` ``(T, P, 2)`` float32 pixel ``(x, y)``; ``visible`` ``(T, P)`` bool; ``seed_frame`` index;
+    ``identity`` ``(T, P)`` int: which physical point a slot holds (changes when the slot is re-seeded)."""
 
     points: np.ndarray
     visible: np.ndarray
     seed_frame: int
+    identity: np.ndarray
+
+    def sampled(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(points (N, P, 2), visible (N, P))`` at ``frames``, one identity per slot.
+
+        A slot re-seeded between two sampled frames would show a jump between two visible
+        positions of different points; the slot keeps the identity seen at the most sampled
+        frames (the earliest on a tie) and is marked invisible at the others.
+        """
+        points, visible, identity = self.points[frames], self.visible[frames].copy(), self.identity[frames]
+        for slot in range(points.shape[1]):
+            seen = identity[visible[:, slot], slot]
+            if len(np.unique(seen)) > 1:
+                values, counts = np.unique(seen, return_counts=True)
+                keep = values[counts == counts.max()]
+                first = next(i for i in seen if i in keep)
+                visible[:, slot] &= identity[:, slot] == first
+        return points, visible
 
 
 class FlowStep:
@@ -155,6 +174,9 @@ def track_points(
     margin = max(config.sample_margin, (config.window or auto_window(grey.shape[1:])) // 2)
     points[seed] = sample_points(masks[seed], count, margin)
     visible[seed] = True
+    identity = np.zeros((frames, count), dtype=np.int64)
+    identity[seed] = np.arange(count)
+    next_identity = count
     step = FlowStep(config)
     dilated = {index: _dilate(mask, config.mask_margin) for index, mask in masks.items()}
     templates = Templates(config.window or auto_window(grey.shape[1:]))
@@ -172,15 +194,18 @@ def track_points(
             else:
                 shift = _centroid_shift(masks.get(previous), masks.get(index))
             points[index] = np.where(kept[:, None], moved, points[previous] + shift)
+            identity[index] = identity[previous]
             visible[index] = was_visible & (ok | ~trackable)
             if index in masks:
                 before_points, before_visible = points[index].copy(), visible[index].copy()
                 points[index], visible[index] = _apply_mask(
                     points[index], visible[index], masks[index], dilated[index], config
                 )
-                renewed = visible[index] & (~before_visible | (points[index] != before_points).any(axis=1))
-                templates.take(grey[index], points[index], renewed)
-    return Tracks(points, visible, seed)
+                moved_by_mask = (points[index] != before_points).any(axis=1)
+                templates.take(grey[index], points[index], visible[index] & (~before_visible | moved_by_mask))
+                identity[index, moved_by_mask] = next_identity + np.arange(int(moved_by_mask.sum()))
+                next_identity += int(moved_by_mask.sum())
+    return Tracks(points, visible, seed, identity)
 
 
 class Templates:
