@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from training.annotate.sampling import sample_points
-from training.annotate.tracking import TrackerConfig, auto_window, track_points
+from training.annotate.tracking import TrackerConfig, Tracks, auto_window, track_points
 
 SIZE = 128
 
@@ -116,3 +116,14 @@ def test_lost_points_are_reseeded_from_a_later_mask() -> None:
 def test_empty_masks_give_no_track() -> None:
     grey = np.zeros((3, 16, 16), np.uint8)
     assert track_points(grey, {0: np.zeros((16, 16), bool)}, 4) is None
+
+
+def test_a_slot_keeps_one_identity_in_the_sampled_frames() -> None:
+    # Slot 0 is re-seeded at frame 3 (identity 0 -> 5); sampled frames 0, 2, 4, 5, 6.
+    identity = np.zeros((7, 2), dtype=np.int64)
+    identity[3:, 0] = 5
+    tracks = Tracks(np.zeros((7, 2, 2), np.float32), np.ones((7, 2), bool), 0, identity)
+    _, visible = tracks.sampled(np.array([0, 2, 4, 5, 6]))
+    # The new identity is seen at 3 sampled frames, the old one at 2: the old frames go invisible.
+    assert visible[:, 0].tolist() == [False, False, True, True, True]
+    assert visible[:, 1].all()
