@@ -1,1 +1,52 @@
-"""The PiTe model: one definition used by training, evaluation, export and the node (no ROS)."""
+"""The PiTe model: one definition used by training, evaluation, export and the node (no ROS).
+
+Modules, each one job: ``config`` (PiteConfig, presets), ``tokenizer``, ``prompt`` (the
+template), ``preprocess`` (frames to pixels), ``splice`` (visual tokens into text, targets),
+``processor`` (collate), ``modeling`` (the model), ``losses``, ``stages`` (what trains when),
+``checkpoint`` (HF-layout I/O), ``generation`` (answers), ``describe`` (parameter counts),
+``temporal`` (time tokens).
+
+Names below are imported lazily, so ``pite_ros.model.temporal`` stays light (no torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ConfigError": "config",
+    "PiteConfig": "config",
+    "load_config": "config",
+    "preset_names": "config",
+    "add_pite_tokens": "tokenizer",
+    "bind_tokenizer": "tokenizer",
+    "build_tokenizer": "tokenizer",
+    "PiteForConditionalGeneration": "modeling",
+    "PiteOutput": "modeling",
+    "DecoderStep": "modeling",
+    "build_model": "modeling",
+    "PiteProcessor": "processor",
+    "SpliceItem": "splice",
+    "splice_batch": "splice",
+    "LossTerms": "losses",
+    "pite_loss": "losses",
+    "lm_loss_sum": "losses",
+    "location_l1_sum": "losses",
+    "trajectory_l1_sum": "losses",
+    "STAGE_TRAINABLE": "stages",
+    "init_trajectory_from_localization": "stages",
+    "parameter_groups": "stages",
+    "setup_stage": "stages",
+    "trainable_groups": "stages",
+    "CheckpointError": "checkpoint",
+    "preprocess_frames": "preprocess",
+    "count_parameters": "describe",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

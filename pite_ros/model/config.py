@@ -1,0 +1,155 @@
+"""``PiteConfig``: everything that defines a PiTe model, and ``load_config`` for presets.
+
+A composite Hugging Face config (like ``LlavaConfig``): ``vision_config`` (a CLIP vision
+tower by default), ``text_config`` (any causal LM, LLaMA by default), and the PiTe parts:
+adapter, projectors, N frames, P points, M temporal bins, losses, LoRA and which parameter
+groups train. Presets live in ``pite_ros/configs/<name>.json``.
+
+Choices where the papers are silent (REFERENCE.md):
+- ``vision_feature="pooled"`` feeds the tower's pooled CLS (after its post-layernorm) to the
+  adapter μ; ``"projected"`` feeds CLIP's projected image embedding instead, which is what
+  the PiTe authors' code does (``CLIPVisionModelWithProjection.image_embeds``, 768-d for
+  ViT-L/14) and what the ``pite-7b`` preset uses.
+- ``text_config.tie_word_embeddings`` is forced off: the temporal-token rows of the
+  embeddings and of the LM head train separately (Grounded-VideoLLM stage 3) and
+  safetensors cannot store one tensor under two names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from pite_ros.model.temporal import DEFAULT_NUM_TIME_BINS
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
+# CLIP's normalisation (openai/clip-vit-*): pixel values are (x / 255 - mean) / std per channel.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ConfigError(ValueError):
+    """A config name, file or value is not usable; the message names it."""
+
+
+class PiteConfig(PreTrainedConfig):
+    """Configuration of ``PiteForConditionalGeneration``.
+
+    Fields beyond the two sub-configs:
+    - ``visual_encoding``: "pite" (one CLS token per frame through μ, REFERENCE.md PiTe
+      "Architecture") or "two_stream" (Grounded-VideoLLM, options in ``two_stream``).
+    - ``adapter_type``: "linear" (PiTe's μ) or "mlp" (Linear-GELU-Linear).
+    - ``projector_type``: "linear" (the authors' code) or "mlp" (the paper's words) for the
+      localization projector φ and the trajectory projector.
+    - ``num_frames`` N (visual tokens per clip and trajectory rows), ``num_points`` P,
+      ``num_time_bins`` M (temporal tokens ``<0>..<M>``).
+    - ``coord_weight`` λ of the L1 terms; ``label_smoothing`` of the stage-3 CE.
+    - ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``: each stage's LoRA.
+    - ``extra_trainable``: parameter groups (see ``pite_ros.model.stages.GROUPS``) trained in
+      every stage on top of the stage table; ``stage_trainable``: ``{"1": [groups]}`` replaces
+      a stage's row of the table (for small models trained from scratch).
+    - ``video_token_id``, ``grounded_token_id``, ``separator_token_id``,
+      ``time_token_offset`` (id of ``<0>``; ``<k>`` is ``offset + k``): bound from the
+      tokenizer by ``pite_ros.model.tokenizer.bind_tokenizer``.
+    - ``stage``: the last training stage set up on these weights (0: none).
+    """
+
+    model_type = "pite"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    visual_encoding: Literal["pite", "two_stream"] = "pite"
+    two_stream: dict | None = None
+    vision_feature: Literal["pooled", "projected"] = "pooled"
+    adapter_type: Literal["linear", "mlp"] = "linear"
+    projector_type: Literal["linear", "mlp"] = "linear"
+    num_frames: int = 8
+    num_points: int = 4
+    num_time_bins: int = DEFAULT_NUM_TIME_BINS
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+    coord_weight: float = 1.0
+    label_smoothing: float = 0.1
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] = "all-linear"
+    extra_trainable: list[str] | None = None
+    stage_trainable: dict[str, list[str]] | None = None
+    video_token_id: int | None = None
+    grounded_token_id: int | None = None
+    separator_token_id: int | None = None
+    time_token_offset: int | None = None
+    max_new_tokens: int = 64
+    stage: int = 0
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.text_config.tie_word_embeddings = False
+        self.image_mean = list(self.image_mean or CLIP_MEAN)
+        self.image_std = list(self.image_std or CLIP_STD)
+        self.extra_trainable = list(self.extra_trainable or [])
+        self.stage_trainable = {str(k): list(v) for k, v in (self.stage_trainable or {}).items()}
+        for name in ("num_frames", "num_points", "num_time_bins", "lora_r", "max_new_tokens"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"PiteConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.visual_encoding == "two_stream" and not self.two_stream:
+            raise ConfigError("PiteConfig.two_stream must hold the two-stream options when visual_encoding='two_stream'")
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square input of the vision tower, in pixels."""
+        return int(self.vision_config.image_size)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width d of the LLM: visual tokens, hidden states and projector inputs."""
+        return int(self.text_config.hidden_size)
+
+    def time_token_ids(self) -> list[int]:
+        """Ids of ``<0>..<M>`` (needs a bound tokenizer)."""
+        if self.time_token_offset is None:
+            raise ConfigError("PiteConfig has no tokenizer bound (time_token_offset is None)")
+        return list(range(self.time_token_offset, self.time_token_offset + self.num_time_bins + 1))
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets (``pite_ros/configs/*.json``)."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
+
+
+def load_config(name_or_path: str | Path) -> PiteConfig:
+    """A preset by name (``tiny``, ``pite-7b``), a config JSON file, or a checkpoint directory."""
+    text = str(name_or_path)
+    if text in preset_names():
+        path = PRESETS_DIR / f"{text}.json"
+    else:
+        path = Path(name_or_path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"{name_or_path}: neither a preset ({', '.join(preset_names())}) nor a config file")
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config: {error}") from error
+    if not isinstance(values, dict) or values.get("model_type", "pite") != "pite":
+        raise ConfigError(f"{path}: not a PiTe config (model_type must be 'pite')")
+    values.pop("model_type", None)
+    try:
+        return PiteConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+
+
+# So that AutoConfig/AutoTokenizer can read a PiTe checkpoint's config.json.
+AutoConfig.register(PiteConfig.model_type, PiteConfig)

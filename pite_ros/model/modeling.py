@@ -1,0 +1,285 @@
+"""``PiteForConditionalGeneration``: vision tower, adapter μ, causal LM, φ and the trajectory projector.
+
+REFERENCE.md, PiTe "Architecture": each of the N frames goes through the vision tower; its
+CLS feature goes through the adapter μ into the LLM's embedding space (one visual token per
+frame, ``z ∈ R^{N×d}``); the LLM reads ``z`` and the text; on the same last hidden state h_i,
+the vocabulary head gives the next token, the localization projector φ a point (x, y) and
+the trajectory projector N frames × P points × (x, y). Projector outputs go through a
+sigmoid so they lie in [0, 1] like the normalised targets.
+
+Two pieces are callable on their own for ONNX export and the engines: ``encode_frames``
+(vision tower + adapter) and ``decoder_step`` (LM + heads, with a KV cache). ``forward``
+is ``encode_frames`` → splice into the embeddings → ``decoder_step`` → losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from peft import PeftModel
+from torch import nn
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    CLIPVisionModelWithProjection,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.cache_utils import Cache
+from transformers.utils import ModelOutput
+
+from pite_ros.model.config import PiteConfig
+from pite_ros.model.losses import pite_loss
+from pite_ros.model.tokenizer import bind_tokenizer
+from pite_ros.types import AnswerResult
+
+
+@dataclass
+class PiteOutput(ModelOutput):
+    """``loss = lm_loss + coord_loss`` (see ``pite_ros.model.losses``), when labels are given.
+
+    ``logits`` ``(B, L, vocab)``; ``loc`` ``(B, L, 2)``; ``traj`` ``(B, L, N, P, 2)``; ``hidden_states``
+    ``(B, L, d)`` (the LM's last, normalised hidden states); outputs at position i describe
+    token i+1.
+    """
+
+    loss: torch.FloatTensor | None = None
+    lm_loss: torch.FloatTensor | None = None
+    coord_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    loc: torch.FloatTensor | None = None
+    traj: torch.FloatTensor | None = None
+    hidden_states: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+
+
+class DecoderStep(NamedTuple):
+    """One pass of the LM and its three heads over ``(B, L)`` new positions."""
+
+    logits: torch.Tensor  # (B, L, vocab)
+    loc: torch.Tensor  # (B, L, 2)
+    traj: torch.Tensor  # (B, L, N, P, 2)
+    hidden: torch.Tensor  # (B, L, d)
+    past_key_values: Cache | None
+
+
+def make_projector(kind: str, in_features: int, out_features: int) -> nn.Module:
+    """``linear``: one Linear; ``mlp``: Linear-GELU-Linear (hidden width ``in_features``)."""
+    if kind == "linear":
+        return nn.Linear(in_features, out_features)
+    return nn.Sequential(nn.Linear(in_features, in_features), nn.GELU(), nn.Linear(in_features, out_features))
+
+
+class PitePreTrainedModel(PreTrainedModel):
+    config_class = PiteConfig
+    config: PiteConfig
+    base_model_prefix = "pite"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+
+
+class PiteForConditionalGeneration(PitePreTrainedModel):
+    """The PiTe model. ``tokenizer`` (optional attribute) is saved and loaded with the weights
+    and is needed by ``answer``; ``pite_ros.model.build_model`` attaches it."""
+
+    def __init__(self, config: PiteConfig):
+        super().__init__(config)
+        hidden = config.hidden_size
+        if config.visual_encoding == "two_stream":
+            raise NotImplementedError("visual_encoding='two_stream' is not integrated yet")
+        if config.vision_feature == "projected":
+            self.vision_tower = CLIPVisionModelWithProjection(config.vision_config)
+            feature = int(config.vision_config.projection_dim)
+        else:
+            self.vision_tower = AutoModel.from_config(config.vision_config)
+            feature = int(config.vision_config.hidden_size)
+        self.adapter = make_projector(config.adapter_type, feature, hidden)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.loc_projector = make_projector(config.projector_type, hidden, 2)
+        self.traj_projector = make_projector(config.projector_type, hidden, config.num_frames * config.num_points * 2)
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.post_init()
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def causal_lm(self) -> PreTrainedModel:
+        """The language model without peft's wrapper (LoRA layers stay inside it)."""
+        if isinstance(self.language_model, PeftModel):
+            return self.language_model.get_base_model()
+        return self.language_model
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` ids -> ``(B, L, d)`` input embeddings."""
+        return self.causal_lm().get_input_embeddings()(input_ids)
+
+    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Vision tower + adapter μ: ``(B, T, 3, S, S)`` -> ``(B, T, d)``, one token per frame."""
+        batch, frames = pixel_values.shape[:2]
+        output = self.vision_tower(pixel_values=pixel_values.flatten(0, 1).to(self.vision_tower.dtype))
+        feature = output.image_embeds if self.config.vision_feature == "projected" else output.pooler_output
+        return self.adapter(feature.to(self.adapter_dtype)).view(batch, frames, -1)
+
+    @property
+    def adapter_dtype(self) -> torch.dtype:
+        return next(self.adapter.parameters()).dtype
+
+    def merge_visual(
+        self, input_ids: torch.Tensor, visual_embeds: torch.Tensor, visual_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Text embeddings with the ``<video>`` positions replaced by the visual tokens, in order.
+
+        ``visual_embeds`` ``(B, V, d)``; ``visual_mask`` ``(B, V)`` marks the real ones (clips of
+        fewer frames are padded). Row b must have as many ``<video>`` positions as real tokens.
+        """
+        embeds = self.embed_tokens(input_ids)
+        slots = input_ids == self.config.video_token_id
+        if visual_mask is None:
+            visual_mask = torch.ones(visual_embeds.shape[:2], dtype=torch.bool, device=visual_embeds.device)
+        if not torch.equal(slots.sum(1), visual_mask.sum(1).to(slots.device)):
+            raise ValueError(
+                f"visual tokens per row {visual_mask.sum(1).tolist()} != <video> positions per row {slots.sum(1).tolist()}"
+            )
+        return embeds.masked_scatter(slots.unsqueeze(-1), visual_embeds[visual_mask].to(embeds.dtype))
+
+    def project(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """φ and the trajectory projector on ``(..., d)`` hidden states: ``(..., 2)`` and
+        ``(..., N, P, 2)`` in [0, 1]."""
+        loc = torch.sigmoid(self.loc_projector(hidden))
+        traj = torch.sigmoid(self.traj_projector(hidden))
+        return loc, traj.unflatten(-1, (self.config.num_frames, self.config.num_points, 2))
+
+    def decoder_step(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = True,
+    ) -> DecoderStep:
+        """The LM over new positions and its three heads.
+
+        ``inputs_embeds`` ``(B, L, d)``; ``attention_mask`` ``(B, past + L)`` (0 on padding);
+        ``position_ids`` ``(B, L)`` (default: from the mask, so left padding starts at 0);
+        ``past_key_values``: a ``DynamicCache`` (created on the first call when ``use_cache``).
+        """
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
+        lm = self.causal_lm()
+        output = lm.get_decoder()(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+        hidden = output.last_hidden_state
+        logits = lm.get_output_embeddings()(hidden)
+        loc, traj = self.project(hidden)
+        return DecoderStep(logits, loc, traj, hidden, output.past_key_values)
+
+    # -- training / scoring ---------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        visual_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        loc_targets: torch.Tensor | None = None,
+        loc_mask: torch.Tensor | None = None,
+        traj_targets: torch.Tensor | None = None,
+        traj_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = False,
+        stage: int | None = None,
+    ) -> PiteOutput:
+        """Score a spliced batch (``PiteProcessor``); with ``labels``, the stage's loss.
+
+        ``visual_embeds`` ``(B, V, d)`` (from ``encode_frames``) replace ``pixel_values``.
+        ``stage`` 1 adds the location term, 2 the trajectory term, 3 neither and smooths
+        labels by ``config.label_smoothing``; None adds every term whose targets are given.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if visual_embeds is None and pixel_values is not None:
+            visual_embeds = self.encode_frames(pixel_values)
+        if visual_embeds is None:
+            embeds = self.embed_tokens(input_ids)
+        else:
+            embeds = self.merge_visual(input_ids, visual_embeds, frame_mask)
+        step = self.decoder_step(embeds, attention_mask, position_ids, past_key_values, use_cache)
+        output = PiteOutput(
+            logits=step.logits, loc=step.loc, traj=step.traj, hidden_states=step.hidden,
+            past_key_values=step.past_key_values,
+        )
+        if labels is not None:
+            use_loc = loc_targets is not None and stage in (None, 1)
+            use_traj = traj_targets is not None and stage in (None, 2)
+            terms = pite_loss(
+                step.logits,
+                labels,
+                coord_weight=self.config.coord_weight,
+                label_smoothing=self.config.label_smoothing if stage == 3 else 0.0,
+                loc=step.loc if use_loc else None,
+                loc_targets=loc_targets if use_loc else None,
+                loc_mask=loc_mask,
+                traj=step.traj if use_traj else None,
+                traj_targets=traj_targets if use_traj else None,
+                traj_mask=traj_mask,
+            )
+            output.loss, output.lm_loss, output.coord_loss = terms.loss, terms.lm_loss, terms.coord_loss
+        return output
+
+    # -- inference ------------------------------------------------------------------------
+
+    def answer(self, frames, question, duration, **options) -> AnswerResult | list[AnswerResult]:
+        """Answer ``question`` about ``frames`` ``(N, H, W, 3)`` uint8 RGB spanning ``duration`` s.
+
+        Lists of clips, questions and durations answer a batch (see ``answer_batch``).
+        Options: ``max_new_tokens``, ``on_token(token_id, text_so_far) -> bool`` (single clip
+        only; False stops), ``phrase_fn(text) -> [(start, end)]``. See ``pite_ros.model.generation``.
+        """
+        from pite_ros.model.generation import answer_batch
+
+        if isinstance(frames, (list, tuple)):
+            return answer_batch(self, list(frames), list(question), list(duration), **options)
+        return answer_batch(self, [frames], [question], [duration], **options)[0]
+
+    def answer_batch(
+        self, clips: list[np.ndarray], questions: list[str], durations: list[float], **options
+    ) -> list[AnswerResult]:
+        """Answers for several clips at once (left-padded, greedy, one KV cache)."""
+        from pite_ros.model.generation import answer_batch
+
+        return answer_batch(self, clips, questions, durations, **options)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """HF layout: ``config.json``, ``model.safetensors`` (LoRA merged), tokenizer files."""
+        from pite_ros.model.checkpoint import save_checkpoint
+
+        save_checkpoint(self, save_directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+    ) -> PiteForConditionalGeneration:
+        """Load a checkpoint directory written by ``save_pretrained`` (local only, safetensors only)."""
+        from pite_ros.model.checkpoint import load_checkpoint
+
+        return load_checkpoint(cls, directory, dtype=dtype, device=device)
+
+
+def build_model(config: PiteConfig, tokenizer: PreTrainedTokenizerBase) -> PiteForConditionalGeneration:
+    """A randomly initialised model for ``config`` with ``tokenizer``'s ids bound and it attached."""
+    model = PiteForConditionalGeneration(bind_tokenizer(config, tokenizer))
+    model.tokenizer = tokenizer
+    return model

@@ -1,0 +1,109 @@
+"""``PiteProcessor``: examples, clips and questions to model-ready batches (the collate function).
+
+Text goes through ``pite_ros.model.prompt`` and ``pite_ros.model.splice`` (the one splice),
+frames through ``pite_ros.model.preprocess``. Span targets become per-token targets: an
+answer token carries a span's target when its character offsets overlap the span; when a
+token overlaps several spans the first (in the example's order) wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from pite_ros.model.config import PiteConfig
+from pite_ros.model.preprocess import preprocess_frames
+from pite_ros.model.prompt import encode_answer, encode_prompt
+from pite_ros.model.splice import SpliceItem, splice_batch
+from pite_ros.types import Example
+
+
+class PiteProcessor:
+    """Callable as a DataLoader ``collate_fn``: ``processor(list[Example]) -> batch dict``.
+
+    The batch holds ``input_ids``, ``attention_mask``, ``position_ids``, ``labels`` ``(B, L)``,
+    ``pixel_values`` ``(B, T, 3, S, S)``, ``frame_mask`` ``(B, T)`` (clips shorter than the
+    longest are padded with zero frames), and the coordinate targets of ``splice_batch``.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, config: PiteConfig):
+        self.tokenizer = tokenizer
+        self.config = config
+
+    def num_visual_tokens(self, num_frames: int) -> int:
+        """Visual tokens a clip of ``num_frames`` frames becomes: one per frame (PiTe)."""
+        return num_frames
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+        items = [self.splice_item(example) for example in examples]
+        batch = self._splice(items, "right")
+        batch.update(self.pixel_batch([example.frames for example in examples]))
+        return batch
+
+    def splice_item(self, example: Example) -> SpliceItem:
+        """One example's prompt, answer and per-answer-token coordinate targets."""
+        prompt = encode_prompt(self.tokenizer, example.prompt)
+        answer, offsets = encode_answer(self.tokenizer, example.response)
+        item = SpliceItem(prompt, self.num_visual_tokens(len(example.frames)), answer)
+        if example.points:
+            item.loc = np.zeros((len(answer), 2), np.float32)
+            item.loc_mask = np.zeros(len(answer), bool)
+            for span in example.points:
+                for token in _overlapping(offsets, span.start, span.end, item.loc_mask):
+                    item.loc[token] = span.xy
+                    item.loc_mask[token] = True
+        if example.trajectories:
+            shape = (self.config.num_frames, self.config.num_points)
+            item.traj = np.zeros((len(answer), *shape, 2), np.float32)
+            item.traj_mask = np.zeros((len(answer), *shape), bool)
+            taken = np.zeros(len(answer), bool)
+            for span in example.trajectories:
+                if span.points.shape != (*shape, 2) or span.visible.shape != shape:
+                    raise ValueError(
+                        f"example {example.id}: trajectory of span [{span.start}, {span.end}) has shape "
+                        f"{span.points.shape}, the model needs {(*shape, 2)} (num_frames, num_points, 2)"
+                    )
+                for token in _overlapping(offsets, span.start, span.end, taken):
+                    item.traj[token] = span.points
+                    item.traj_mask[token] = span.visible
+                    taken[token] = True
+        return item
+
+    def prompt_batch(self, questions: Sequence[str], frame_counts: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts for generation (no answer): ``input_ids``, ``attention_mask``, ``position_ids``."""
+        items = [
+            SpliceItem(encode_prompt(self.tokenizer, question), self.num_visual_tokens(count), [])
+            for question, count in zip(questions, frame_counts, strict=True)
+        ]
+        batch = self._splice(items, "left")
+        del batch["labels"]
+        return batch
+
+    def pixel_batch(self, clips: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        """``pixel_values`` ``(B, T, 3, S, S)`` float32 and ``frame_mask`` ``(B, T)`` bool."""
+        config = self.config
+        pixels = [preprocess_frames(clip, config.image_size, config.image_mean, config.image_std) for clip in clips]
+        longest = max(len(clip) for clip in pixels)
+        values = np.zeros((len(pixels), longest, *pixels[0].shape[1:]), np.float32)
+        mask = np.zeros((len(pixels), longest), bool)
+        for index, clip in enumerate(pixels):
+            values[index, : len(clip)] = clip
+            mask[index, : len(clip)] = True
+        return {"pixel_values": torch.from_numpy(values), "frame_mask": torch.from_numpy(mask)}
+
+    def _splice(self, items: list[SpliceItem], padding_side: str) -> dict[str, torch.Tensor]:
+        return splice_batch(
+            items,
+            video_token_id=self.config.video_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            padding_side=padding_side,
+            max_length=self.config.text_config.max_position_embeddings,
+        )
+
+
+def _overlapping(offsets: list[tuple[int, int]], start: int, end: int, taken: np.ndarray) -> list[int]:
+    """Indices of tokens whose non-empty character span overlaps ``[start, end)``, not yet taken."""
+    return [i for i, (a, b) in enumerate(offsets) if a < b and a < end and b > start and not taken[i]]
