@@ -10,7 +10,7 @@ import pytest
 
 from training.annotate.bench import trajectory_errors
 from training.annotate.cli import main as cli_main
-from training.annotate.pipeline import AnnotateConfig
+from training.annotate.pipeline import AnnotateConfig, frame_plan
 from training.annotate.runner import run
 from training.datasets.stage2 import TrajectoryCaptionDataset
 from training.synth import generate
@@ -80,6 +80,24 @@ def test_trajectories_follow_the_objects(synth: Path, annotated) -> None:
               for e in trajectory_errors(json.loads(line), synth / "gt")]
     assert len(errors) > 100
     assert np.mean(errors) < 2.0 and np.median(errors) < 0.5  # pixels in 128x128 clips
+
+
+def test_classical_back_end_end_to_end(synth: Path, tmp_path: Path) -> None:
+    summary = run(synth / "stage2.jsonl", tmp_path, AnnotateConfig(segmenter="classical"), workers=1, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "annotations.jsonl").read_text().splitlines()]
+    assert summary.records == 4 and summary.phrases_without_mask == 0
+    errors = [e for record in records for e in trajectory_errors(record, synth / "gt")]
+    assert np.mean(errors) < 2.5  # pixels (measured about 0.5 on 24 clips)
+
+
+def test_frame_plan_tracks_every_frame_between_the_samples() -> None:
+    decoded, sampled = frame_plan((1.0, 3.0), fps=10.0, count=50, num_frames=4, max_frames=300)
+    # Samples at 1.25, 1.75, 2.25, 2.75 s are frames 12, 17, 22, 27 (frame i shows (i + 0.5) / fps).
+    assert decoded.tolist() == list(range(12, 28)) and decoded[sampled].tolist() == [12, 17, 22, 27]
+    decoded, sampled = frame_plan((0.0, 60.0), fps=30.0, count=1800, num_frames=8, max_frames=100)
+    assert len(decoded) <= 100 + 8 and np.all(np.diff(decoded) > 0)
+    samples = decoded[sampled]
+    assert samples.tolist() == [112, 337, 562, 787, 1012, 1237, 1462, 1687]
 
 
 def test_bad_input_is_recorded_with_its_reason(annotated) -> None:

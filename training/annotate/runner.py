@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 from tqdm import tqdm
 
 from training.annotate.pipeline import STAGES, AnnotateConfig, VideoResult, annotate_video
@@ -224,7 +225,7 @@ def _run_local(
         context = multiprocessing.get_context("spawn")
         while queue:
             running: dict[Future, VideoTask] = {}
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_setup) as pool:
                 try:
                     while queue or running:
                         while queue and len(running) < workers:
@@ -250,6 +251,11 @@ def _run_local(
                             queue.append(task)
     finally:
         bar.close()
+
+
+def _worker_setup() -> None:
+    """One OpenCV thread per worker process: the workers already use every core."""
+    cv2.setNumThreads(1)
 
 
 def _crashed(task: VideoTask, out: str) -> dict:
