@@ -54,6 +54,7 @@ setup(
             # One line per command; each module's main() parses its own arguments.
             "pite-synth = training.synth.cli:main",
             "pite-annotate = training.annotate.cli:main",
+            "pite-model = pite_ros.tools.model_cli:main",
         ],
     },
 )

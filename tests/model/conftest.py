@@ -47,6 +47,7 @@ def frames(count: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, 40, 48, 3), dtype=np.uint8)
 
 
+@pytest.fixture
 def image_example() -> Example:
     """Stage 1: one frame; "red" and "circle" have points."""
     response = "there is a red circle."
@@ -54,6 +55,7 @@ def image_example() -> Example:
                    points=[SpanPoint(11, 14, (0.2, 0.3)), SpanPoint(15, 21, (0.4, 0.5))])
 
 
+@pytest.fixture
 def video_example() -> Example:
     """Stage 2/3: four frames; "a red circle" has a trajectory; the answer holds temporal tokens."""
     trajectory = np.linspace(0.2, 0.8, 32, dtype=np.float32).reshape(4, 4, 2)

@@ -1,0 +1,128 @@
+"""Checkpoint directories in Hugging Face layout, safetensors only.
+
+A checkpoint is ``config.json`` + ``model.safetensors`` + the tokenizer's files
+(``tokenizer.json``, ``tokenizer_config.json``). Weights are saved with the current stage's
+LoRA (and temporal-token rows) MERGED, so every checkpoint is a plain model: loading needs no
+peft, the next stage starts from it (``setup_stage`` adds a fresh LoRA), and ONNX export sees
+ordinary Linear layers. Nothing is unpickled (``safetensors`` only, no ``trust_remote_code``);
+every problem is a ``CheckpointError`` naming the file and, for weights, the tensor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from accelerate import init_empty_weights
+from peft.tuners.lora import LoraLayer
+from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AutoTokenizer
+
+from pite_ros.model.config import ConfigError, load_config
+from pite_ros.model.tokenizer import check_tokenizer
+
+if TYPE_CHECKING:
+    from pite_ros.model.modeling import PiteForConditionalGeneration
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_NAME = "tokenizer.json"
+_PEFT_PARTS = (("language_model.base_model.model.", "language_model."), (".base_layer", ""), (".token_adapter", ""))
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be loaded or saved; the message names the file (and tensor)."""
+
+
+def save_checkpoint(model: PiteForConditionalGeneration, directory: str | Path) -> None:
+    """Write ``model`` (LoRA merged), its config and its tokenizer (when attached) to ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(directory)
+    save_file(_plain_state_dict(model), str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(directory)
+
+
+@torch.no_grad()
+def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of the merged model under a plain model's names, without touching ``model``.
+
+    A LoRA-wrapped Linear's weight becomes ``W + ΔW`` (peft's ``get_delta_weight``), an
+    embedding or head with trainable token rows gets those rows (``get_merged_weights``);
+    peft's wrapper names are folded and adapter tensors left out. Computed aside rather than
+    with peft's merge/unmerge, which would leave rounding drift in the live weights.
+    """
+    state = {name: tensor for name, tensor in model.state_dict().items() if "lora_" not in name and "trainable_tokens_" not in name}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            weight = module.get_base_layer().weight
+            state[f"{name}.base_layer.weight"] = weight + sum(module.get_delta_weight(a).to(weight.dtype) for a in module.active_adapters)
+        elif isinstance(module, TrainableTokensLayer):
+            state[f"{name}.base_layer.weight"] = module.get_merged_weights(module.active_adapters)
+    plain = {}
+    for name, tensor in state.items():
+        for old, new in _PEFT_PARTS:
+            name = name.replace(old, new)
+        plain[name] = tensor.detach().contiguous()
+    return plain
+
+
+def load_checkpoint(
+    cls: type[PiteForConditionalGeneration],
+    directory: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+) -> PiteForConditionalGeneration:
+    """The model saved in ``directory``, tokenizer attached, in eval mode."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory does not exist")
+    for name in (CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory / name}: missing from the checkpoint")
+    try:
+        config = load_config(directory)
+    except ConfigError as error:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {error}") from error
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+        check_tokenizer(config, tokenizer)
+    except Exception as error:  # tokenizers raises plain Exceptions on corrupt JSON
+        raise CheckpointError(f"{directory / TOKENIZER_NAME}: cannot use the tokenizer: {error}") from error
+    with init_empty_weights(include_buffers=False):
+        model = cls(config)
+    tensors = _read_weights(directory / WEIGHTS_NAME, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    model.load_state_dict(tensors, strict=True, assign=True)
+    model.tokenizer = tokenizer
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """Every tensor of ``expected`` from ``path``, after checking names and shapes."""
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except Exception as error:  # safetensors raises SafetensorError/OSError on bad headers
+        raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
+    with handle:
+        names = set(handle.keys())
+        missing = sorted(set(expected) - names)
+        if missing:
+            raise CheckpointError(f"{path}: missing tensor {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        unexpected = sorted(names - set(expected))
+        if unexpected:
+            raise CheckpointError(f"{path}: unexpected tensor {unexpected[0]}" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+        tensors = {}
+        for name, shape in expected.items():
+            found = tuple(handle.get_slice(name).get_shape())
+            if found != shape:
+                raise CheckpointError(f"{path}: tensor {name} has shape {list(found)}, the config needs {list(shape)}")
+            try:
+                tensors[name] = handle.get_tensor(name)
+            except Exception as error:
+                raise CheckpointError(f"{path}: cannot read tensor {name}: {error}") from error
+    return tensors

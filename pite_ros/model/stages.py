@@ -1,0 +1,149 @@
+"""Which parameters train in each PiTe stage: the one table, and the set-up that applies it.
+
+REFERENCE.md, PiTe "Training: three stages", and the authors' code:
+
+======  =================================================  ==================================
+stage   trains                                             why
+======  =================================================  ==================================
+1       adapter μ, localization projector φ, a LoRA        the paper's stage 1
+2       adapter μ, trajectory projector, a new LoRA        paper; the authors' release keeps
+                                                           a stage-2 ``vision_adapter.bin``
+3       a new LoRA, the temporal-token rows                paper; rows as Grounded-VideoLLM
+======  =================================================  ==================================
+
+Earlier LoRAs are MERGED into the LM's weights when the next stage starts (the authors'
+``inference.py`` merges stage 1, 2, 3 in turn): frozen-and-stacked is the same function
+with extra matmuls per layer; merged keeps every stage's checkpoint a plain HF model that
+exports to ONNX as ordinary Linear layers.
+
+Temporal-token rows (``<0>..<M>`` and ``<grounded>``) train through peft's
+``trainable_token_indices`` on both the input embeddings and the LM head: only those rows
+are parameters (``trainable_tokens_delta``), so the optimiser's weight decay cannot touch
+the rest of the vocabulary, which a gradient mask over the full matrix would not prevent.
+
+Parameter groups (every parameter is in exactly one): ``vision_tower``, ``adapter``,
+``llm`` (LM weights except embeddings/head), ``embeddings`` (input embeddings and LM head),
+``time_tokens``, ``lora``, ``loc_projector``, ``traj_projector``. ``config.extra_trainable``
+adds groups to every stage and ``config.stage_trainable[str(stage)]`` replaces a stage's row
+(small models trained from random init, where LoRA alone cannot learn); with ``embeddings``
+training, ``time_tokens`` is dropped (those rows train as part of the full matrices).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import peft
+import torch
+from peft import PeftModel
+
+from pite_ros.model.config import ConfigError
+from pite_ros.model.modeling import PiteForConditionalGeneration
+
+STAGE_TRAINABLE: dict[int, tuple[str, ...]] = {
+    1: ("adapter", "loc_projector", "lora"),
+    2: ("adapter", "traj_projector", "lora"),
+    3: ("lora", "time_tokens"),
+}
+GROUPS = ("vision_tower", "adapter", "llm", "embeddings", "time_tokens", "lora", "loc_projector", "traj_projector")
+
+
+def trainable_groups(model: PiteForConditionalGeneration, stage: int) -> tuple[str, ...]:
+    """The groups that train in ``stage``: the table's row (or the config's override) + extras."""
+    if stage not in STAGE_TRAINABLE:
+        raise ConfigError(f"stage must be one of {sorted(STAGE_TRAINABLE)}, got {stage}")
+    config = model.config
+    row = config.stage_trainable.get(str(stage), STAGE_TRAINABLE[stage])
+    groups = tuple(dict.fromkeys([*row, *config.extra_trainable]))
+    if "embeddings" in groups:  # the temporal rows are inside the full matrices then
+        groups = tuple(group for group in groups if group != "time_tokens")
+    unknown = [group for group in groups if group not in GROUPS]
+    if unknown:
+        raise ConfigError(f"unknown parameter groups {unknown}: expected some of {list(GROUPS)}")
+    return groups
+
+
+def parameter_groups(model: PiteForConditionalGeneration) -> dict[str, list[str]]:
+    """Every parameter name of ``model`` under its group (see the module docstring)."""
+    lm = model.causal_lm()
+    embedding_ids = {
+        id(parameter)
+        for module in (lm.get_input_embeddings(), lm.get_output_embeddings())
+        for name, parameter in module.named_parameters()
+        if "trainable_tokens_" not in name
+    }
+    groups: dict[str, list[str]] = {group: [] for group in GROUPS}
+    for name, parameter in model.named_parameters():
+        top = name.split(".", 1)[0]
+        if top != "language_model":
+            group = top
+        elif "lora_" in name:
+            group = "lora"
+        elif "trainable_tokens_" in name:
+            group = "time_tokens"
+        elif id(parameter) in embedding_ids:
+            group = "embeddings"
+        else:
+            group = "llm"
+        groups[group].append(name)
+    return groups
+
+
+@torch.no_grad()
+def init_trajectory_from_localization(model: PiteForConditionalGeneration) -> None:
+    """Tile φ over the trajectory projector's N·P·2 outputs (PiTe's ablation: this start matters).
+
+    The last Linear's rows (x, y) are repeated N·P times; earlier layers of an MLP projector are
+    copied. Before training, every predicted point of every frame equals φ's point.
+    """
+    loc = [m for m in model.loc_projector.modules() if isinstance(m, torch.nn.Linear)]
+    traj = [m for m in model.traj_projector.modules() if isinstance(m, torch.nn.Linear)]
+    repeats = model.config.num_frames * model.config.num_points
+    for source, target in zip(loc[:-1], traj[:-1], strict=True):
+        target.load_state_dict(source.state_dict())
+    traj[-1].weight.copy_(loc[-1].weight.repeat(repeats, 1))
+    traj[-1].bias.copy_(loc[-1].bias.repeat(repeats))
+
+
+def setup_stage(model: PiteForConditionalGeneration, stage: int) -> list[str]:
+    """Prepare ``model`` for training ``stage``; returns the trainable parameter names.
+
+    Merges the previous stage's LoRA, tiles φ into the trajectory projector (stage 2), adds a
+    fresh LoRA named ``stage{k}`` (with the temporal-token rows in stage 3), and sets
+    ``requires_grad`` exactly for the groups of ``trainable_groups``.
+    """
+    groups = trainable_groups(model, stage)
+    config = model.config
+    if isinstance(model.language_model, PeftModel):
+        model.language_model = model.language_model.merge_and_unload()
+    if stage == 2:
+        init_trajectory_from_localization(model)
+    rows = _time_token_rows(model) if "time_tokens" in groups else None
+    lora = peft.LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        trainable_token_indices=rows,
+    )
+    with warnings.catch_warnings():  # peft 0.21 calls a transformers method deprecated in v5
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model.language_model = peft.get_peft_model(model.language_model, lora, adapter_name=f"stage{stage}")
+    names = set()
+    by_group = parameter_groups(model)
+    for group in groups:
+        names.update(by_group[group])
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in names)
+    config.stage = stage
+    return sorted(names)
+
+
+def _time_token_rows(model: PiteForConditionalGeneration) -> dict[str, list[int]]:
+    """peft's ``trainable_token_indices``: the temporal tokens and ``<grounded>`` in both the
+    input embeddings and the LM head, by module name."""
+    config = model.config
+    rows = [*config.time_token_ids(), config.grounded_token_id]
+    lm = model.language_model
+    names = {id(module): name for name, module in lm.named_modules()}
+    return {names[id(lm.get_input_embeddings())]: rows, names[id(lm.get_output_embeddings())]: rows}

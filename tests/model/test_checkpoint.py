@@ -1,0 +1,101 @@
+"""Save -> load gives identical outputs; broken checkpoints stop with an error naming file and tensor."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from pite_ros.model import CheckpointError, PiteForConditionalGeneration, setup_stage
+
+
+@pytest.fixture
+def saved(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+def test_round_trip_with_an_active_lora_is_merged(model, processor, video_example, tmp_path):
+    batch = processor([video_example])
+    setup_stage(model, 3)
+    with torch.no_grad():  # make the stage-3 LoRA and the temporal rows matter
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name or "trainable_tokens_delta" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    model.eval()
+    expected = model(**batch)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert not any("lora" in name for name in load_file(tmp_path / "ckpt" / "model.safetensors"))
+    loaded = PiteForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config.stage == 3 and not loaded.training
+    got = loaded(**batch)
+    for key in ("logits", "loc", "traj"):
+        assert torch.allclose(got[key], expected[key], atol=1e-5), key
+    assert model(**batch).logits.equal(expected.logits), "saving left the live LoRA unmerged"
+    assert loaded.tokenizer.convert_tokens_to_ids("<video>") == model.config.video_token_id
+
+
+def test_plain_round_trip_is_exact(model, processor, image_example, saved):
+    batch = processor([image_example])
+    model.eval()
+    assert PiteForConditionalGeneration.from_pretrained(saved)(**batch).logits.equal(model(**batch).logits)
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors", "tokenizer.json"])
+def test_missing_file_is_named(saved, name):
+    (saved / name).unlink()
+    with pytest.raises(CheckpointError, match=f"{name}: missing"):
+        PiteForConditionalGeneration.from_pretrained(saved)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        PiteForConditionalGeneration.from_pretrained(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_weights_are_named(saved, damage):
+    path = saved / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(b"\x07not a safetensors file" * 3 if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors: not a readable safetensors file"):
+        PiteForConditionalGeneration.from_pretrained(saved)
+
+
+def test_corrupt_config_is_named(saved):
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json"):
+        PiteForConditionalGeneration.from_pretrained(saved)
+
+
+def test_corrupt_tokenizer_is_named(saved):
+    (saved / "tokenizer.json").write_text(json.dumps({"model": "nonsense"}))
+    with pytest.raises(CheckpointError, match="tokenizer.json"):
+        PiteForConditionalGeneration.from_pretrained(saved)
+
+
+def test_wrong_shape_tensor_is_named(saved):
+    path = saved / "model.safetensors"
+    tensors = load_file(path)
+    tensors["loc_projector.weight"] = torch.zeros(3, 64)
+    save_file(tensors, path)
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor loc_projector.weight has shape \[3, 64\], the config needs \[2, 64\]"):
+        PiteForConditionalGeneration.from_pretrained(saved)
+
+
+def test_missing_and_unexpected_tensors_are_named(saved):
+    path = saved / "model.safetensors"
+    tensors = load_file(path)
+    del tensors["adapter.bias"]
+    save_file(tensors, path)
+    with pytest.raises(CheckpointError, match="missing tensor adapter.bias"):
+        PiteForConditionalGeneration.from_pretrained(saved)
+    tensors["adapter.bias"] = torch.zeros(64)
+    tensors["extra.weight"] = torch.zeros(1)
+    save_file(tensors, path)
+    with pytest.raises(CheckpointError, match="unexpected tensor extra.weight"):
+        PiteForConditionalGeneration.from_pretrained(saved)

@@ -1,0 +1,118 @@
+"""answer(): greedy decoding with a KV cache, on a tiny model that memorised one clip's answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pite_ros.model import PiteProcessor, build_model, load_config, setup_stage
+from pite_ros.model.generation import token_spans
+from pite_ros.types import Example, SpanTrajectory
+
+ANSWER = "from <30> to <60>, a red circle moves left."
+PHRASE = (ANSWER.index("a red circle"), ANSWER.index("a red circle") + len("a red circle"))
+
+
+def red_circle(text: str) -> list[tuple[int, int]]:
+    """A phrase_fn for the tests: every "a red circle" in the text."""
+    spans, start = [], text.find("a red circle")
+    while start >= 0:
+        spans.append((start, start + 12))
+        start = text.find("a red circle", start + 1)
+    return spans
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer, memorised_example):
+    """The tiny model after 60 full-parameter steps on one example (stage-3 row overridden)."""
+    config = load_config("tiny")
+    config.stage_trainable = {"3": ["vision_tower", "adapter", "llm", "embeddings", "traj_projector"]}
+    torch.manual_seed(0)
+    model = build_model(config, tokenizer)
+    setup_stage(model, 3)
+    batch = PiteProcessor(tokenizer, model.config)([memorised_example])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    for _ in range(60):
+        model(**batch, stage=None).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model, memorised_example
+
+
+@pytest.fixture(scope="module")
+def memorised_example() -> Example:
+    trajectory = np.linspace(0.2, 0.8, 32, dtype=np.float32).reshape(4, 4, 2)
+    frames = np.random.default_rng(2).integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
+    return Example("vid", frames, "describe the video.", ANSWER, 6.0,
+                   trajectories=[SpanTrajectory(*PHRASE, trajectory, np.ones((4, 4), bool))])
+
+
+def test_answer_text_phrases_segments(trained):
+    model, example = trained
+    result = model.answer(example.frames, example.prompt, example.duration, phrase_fn=red_circle)
+    assert result.text == ANSWER
+    assert result.token_ids == model.tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    [phrase] = result.phrases
+    assert phrase.span == PHRASE and result.text[slice(*phrase.span)] == phrase.text == "a red circle"
+    assert phrase.trajectory.shape == (4, 4, 2)
+    assert ((phrase.trajectory >= 0) & (phrase.trajectory <= 1)).all()
+    # Learnt through the shifted loss, read back from the hidden states that produced the tokens.
+    assert np.abs(phrase.trajectory - example.trajectories[0].points).mean() < 0.05
+    assert 0.5 < phrase.score <= 1.0
+    [segment] = result.segments
+    assert (segment.start, segment.end) == pytest.approx((0.6, 1.2))
+    assert np.allclose(result.frame_times, [0.75, 2.25, 3.75, 5.25])
+
+
+def test_default_phrase_fn_finds_the_noun_phrase(trained):
+    model, example = trained
+    result = model.answer(example.frames, example.prompt, example.duration)
+    assert "a red circle" in [phrase.text for phrase in result.phrases]
+    for phrase in result.phrases:
+        assert 0 <= phrase.span[0] < phrase.span[1] <= len(result.text)
+        assert result.text[slice(*phrase.span)] == phrase.text
+
+
+def test_batched_equals_unbatched(trained):
+    model, example = trained
+    other = np.random.default_rng(5).integers(0, 256, (2, 24, 30, 3), dtype=np.uint8)
+    clips, questions, durations = [example.frames, other], [example.prompt, "what colour is the circle?"], [6.0, 3.0]
+    batched = model.answer(clips, questions, durations, phrase_fn=red_circle, max_new_tokens=10)
+    for result, clip, question, duration in zip(batched, clips, questions, durations):
+        alone = model.answer(clip, question, duration, phrase_fn=red_circle, max_new_tokens=10)
+        assert result.token_ids == alone.token_ids and result.text == alone.text
+        assert [p.span for p in result.phrases] == [p.span for p in alone.phrases]
+        for a, b in zip(result.phrases, alone.phrases):
+            assert np.allclose(a.trajectory, b.trajectory, atol=1e-5)
+    assert batched[0].text == "from <30> to <60>, a red circle moves left"  # 10 tokens
+    again = model.answer_batch(clips, questions, durations, phrase_fn=red_circle, max_new_tokens=10)
+    assert [r.token_ids for r in again] == [r.token_ids for r in batched]
+
+
+def test_on_token_streams_and_cancels(trained):
+    model, example = trained
+    seen = []
+
+    def on_token(token_id: int, text: str) -> bool:
+        seen.append((token_id, text))
+        return len(seen) < 3
+
+    result = model.answer(example.frames, example.prompt, example.duration, on_token=on_token, phrase_fn=red_circle)
+    assert [text for _, text in seen] == ["from", "from <30>", "from <30> to"]
+    assert result.token_ids == [token for token, _ in seen] and result.text == "from <30> to"
+    assert result.segments == [] and result.phrases == []
+    with pytest.raises(ValueError, match="single clip"):
+        model.answer([example.frames] * 2, ["q", "q"], [1.0, 1.0], on_token=on_token)
+
+
+def test_still_image_and_token_limit(trained):
+    model, example = trained
+    result = model.answer(example.frames[:1], example.prompt, 0.0, max_new_tokens=2, phrase_fn=red_circle)
+    assert len(result.token_ids) == 2 and result.segments == []
+    assert np.array_equal(result.frame_times, np.zeros(4))
+
+
+def test_token_spans_follow_the_decoder(tokenizer):
+    ids = tokenizer("a red circle.", add_special_tokens=False)["input_ids"]
+    assert token_spans(tokenizer, ids) == [(0, 1), (1, 5), (5, 12), (12, 13)]
