@@ -25,6 +25,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from pite_ros.model.temporal import DEFAULT_NUM_TIME_BINS
+from pite_ros.model.two_stream import TwoStreamConfig
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 # CLIP's normalisation (openai/clip-vit-*): pixel values are (x / 255 - mean) / std per channel.
@@ -41,7 +42,8 @@ class PiteConfig(PreTrainedConfig):
 
     Fields beyond the two sub-configs:
     - ``visual_encoding``: "pite" (one CLS token per frame through μ, REFERENCE.md PiTe
-      "Architecture") or "two_stream" (Grounded-VideoLLM, options in ``two_stream``).
+      "Architecture") or "two_stream" (Grounded-VideoLLM, ``pite_ros.model.two_stream``;
+      ``two_stream`` holds a ``TwoStreamConfig`` dict and ``vision_config`` is then unused).
     - ``adapter_type``: "linear" (PiTe's μ) or "mlp" (Linear-GELU-Linear).
     - ``projector_type``: "linear" (the authors' code) or "mlp" (the paper's words) for the
       localization projector φ and the trajectory projector.
@@ -102,12 +104,23 @@ class PiteConfig(PreTrainedConfig):
         for name in ("num_frames", "num_points", "num_time_bins", "lora_r", "max_new_tokens"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"PiteConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.visual_encoding == "two_stream" and not self.two_stream:
-            raise ConfigError("PiteConfig.two_stream must hold the two-stream options when visual_encoding='two_stream'")
+        if self.visual_encoding == "two_stream":
+            if not self.two_stream:
+                raise ConfigError("PiteConfig.two_stream must hold the two-stream options when visual_encoding='two_stream'")
+            try:
+                self.two_stream = self.two_stream_config().to_dict()
+            except ValueError as error:
+                raise ConfigError(f"PiteConfig.two_stream: {error}") from error
+
+    def two_stream_config(self) -> TwoStreamConfig:
+        """The two-stream encoder's options (``visual_encoding="two_stream"``)."""
+        return TwoStreamConfig.from_dict(self.two_stream)
 
     @property
     def image_size(self) -> int:
-        """Side of the square input of the vision tower, in pixels."""
+        """Side of the square frames the visual encoder reads, in pixels."""
+        if self.visual_encoding == "two_stream":
+            return int(self.two_stream_config().image_tower_config().image_size)
         return int(self.vision_config.image_size)
 
     @property

@@ -87,7 +87,7 @@ def _generate(
     pixels = processor.pixel_batch(clips)
     prompts = processor.prompt_batch(questions, [len(clip) for clip in clips])
     visual = model.encode_frames(pixels["pixel_values"].to(device))
-    embeds = model.merge_visual(prompts["input_ids"].to(device), visual, pixels["frame_mask"].to(device))
+    embeds = model.merge_visual(prompts["input_ids"].to(device), visual, model.visual_mask(pixels["frame_mask"].to(device)))
     mask = prompts["attention_mask"].to(device)
     step = model.decoder_step(embeds, mask, prompts["position_ids"].to(device), DynamicCache(config=config.text_config))
     positions = prompts["position_ids"][:, -1:].to(device)

@@ -35,6 +35,7 @@ from transformers.utils import ModelOutput
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.losses import pite_loss
 from pite_ros.model.tokenizer import bind_tokenizer
+from pite_ros.model.two_stream import TwoStreamEncoder
 from pite_ros.types import AnswerResult
 
 
@@ -90,14 +91,13 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         super().__init__(config)
         hidden = config.hidden_size
         if config.visual_encoding == "two_stream":
-            raise NotImplementedError("visual_encoding='two_stream' is not integrated yet")
-        if config.vision_feature == "projected":
+            self.visual_encoder = TwoStreamEncoder(config.two_stream_config(), hidden)
+        elif config.vision_feature == "projected":
             self.vision_tower = CLIPVisionModelWithProjection(config.vision_config)
-            feature = int(config.vision_config.projection_dim)
+            self.adapter = make_projector(config.adapter_type, int(config.vision_config.projection_dim), hidden)
         else:
             self.vision_tower = AutoModel.from_config(config.vision_config)
-            feature = int(config.vision_config.hidden_size)
-        self.adapter = make_projector(config.adapter_type, feature, hidden)
+            self.adapter = make_projector(config.adapter_type, int(config.vision_config.hidden_size), hidden)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.loc_projector = make_projector(config.projector_type, hidden, 2)
         self.traj_projector = make_projector(config.projector_type, hidden, config.num_frames * config.num_points * 2)
@@ -117,7 +117,10 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         return self.causal_lm().get_input_embeddings()(input_ids)
 
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision tower + adapter μ: ``(B, T, 3, S, S)`` -> ``(B, T, d)``, one token per frame."""
+        """Vision tower + adapter μ: ``(B, T, 3, S, S)`` -> ``(B, T, d)``, one token per frame;
+        two-stream: ``(B, K * tokens_per_segment, d)`` (``TwoStreamEncoder``)."""
+        if self.config.visual_encoding == "two_stream":
+            return self.visual_encoder(pixel_values)
         batch, frames = pixel_values.shape[:2]
         output = self.vision_tower(pixel_values=pixel_values.flatten(0, 1).to(self.vision_tower.dtype))
         feature = output.image_embeds if self.config.vision_feature == "projected" else output.pooler_output
@@ -144,6 +147,11 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
                 f"visual tokens per row {visual_mask.sum(1).tolist()} != <video> positions per row {slots.sum(1).tolist()}"
             )
         return embeds.masked_scatter(slots.unsqueeze(-1), visual_embeds[visual_mask].to(embeds.dtype))
+
+    def visual_mask(self, frame_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Which visual tokens of ``encode_frames`` are real: the frames' mask for PiTe (one token
+        per frame); all for two-stream (every clip has exactly K segments)."""
+        return frame_mask if self.config.visual_encoding == "pite" else None
 
     def project(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """φ and the trajectory projector on ``(..., d)`` hidden states: ``(..., 2)`` and
@@ -213,7 +221,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         if visual_embeds is None:
             embeds = self.embed_tokens(input_ids)
         else:
-            embeds = self.merge_visual(input_ids, visual_embeds, frame_mask)
+            embeds = self.merge_visual(input_ids, visual_embeds, self.visual_mask(frame_mask))
         step = self.decoder_step(embeds, attention_mask, position_ids, past_key_values, use_cache)
         output = PiteOutput(
             logits=step.logits, loc=step.loc, traj=step.traj, hidden_states=step.hidden,

@@ -1,7 +1,9 @@
 """``PiteProcessor``: examples, clips and questions to model-ready batches (the collate function).
 
 Text goes through ``pite_ros.model.prompt`` and ``pite_ros.model.splice`` (the one splice),
-frames through ``pite_ros.model.preprocess``. Span targets become per-token targets: an
+frames through ``pite_ros.model.preprocess``. With two-stream encoding a still image (one
+frame, stage 1) is repeated to the K·frames_per_segment frames the encoder needs: a clip in
+which nothing moves. Span targets become per-token targets: an
 answer token carries a span's target when its character offsets overlap the span; when a
 token overlaps several spans the first (in the example's order) wins.
 """
@@ -32,10 +34,17 @@ class PiteProcessor:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, config: PiteConfig):
         self.tokenizer = tokenizer
         self.config = config
+        self.two_stream = config.two_stream_config() if config.visual_encoding == "two_stream" else None
 
     def num_visual_tokens(self, num_frames: int) -> int:
-        """Visual tokens a clip of ``num_frames`` frames becomes: one per frame (PiTe)."""
-        return num_frames
+        """Visual tokens a clip of ``num_frames`` frames becomes: one per frame (PiTe), or
+        K · tokens_per_segment (two-stream; a still image counts as a full clip)."""
+        if self.two_stream is None:
+            return num_frames
+        frames = self.two_stream.num_segments * self.two_stream.frames_per_segment
+        if num_frames not in (1, frames):
+            raise ValueError(f"two-stream encoding needs {frames} frames per clip (or 1 for an image), got {num_frames}")
+        return self.two_stream.num_segments * self.two_stream.tokens_per_segment
 
     def __call__(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
         items = [self.splice_item(example) for example in examples]
@@ -85,6 +94,9 @@ class PiteProcessor:
     def pixel_batch(self, clips: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         """``pixel_values`` ``(B, T, 3, S, S)`` float32 and ``frame_mask`` ``(B, T)`` bool."""
         config = self.config
+        if self.two_stream is not None:
+            frames = self.two_stream.num_segments * self.two_stream.frames_per_segment
+            clips = [np.repeat(clip, frames, axis=0) if len(clip) == 1 else clip for clip in clips]
         pixels = [preprocess_frames(clip, config.image_size, config.image_mean, config.image_std) for clip in clips]
         longest = max(len(clip) for clip in pixels)
         values = np.zeros((len(pixels), longest, *pixels[0].shape[1:]), np.float32)

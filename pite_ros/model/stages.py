@@ -21,7 +21,8 @@ Temporal-token rows (``<0>..<M>`` and ``<grounded>``) train through peft's
 are parameters (``trainable_tokens_delta``), so the optimiser's weight decay cannot touch
 the rest of the vocabulary, which a gradient mask over the full matrix would not prevent.
 
-Parameter groups (every parameter is in exactly one): ``vision_tower``, ``adapter``,
+Parameter groups (every parameter is in exactly one): ``vision_tower`` (two-stream: both
+towers), ``adapter`` (two-stream: f, g and the separator),
 ``llm`` (LM weights except embeddings/head), ``embeddings`` (input embeddings and LM head),
 ``time_tokens``, ``lora``, ``loc_projector``, ``traj_projector``. ``config.extra_trainable``
 adds groups to every stage and ``config.stage_trainable[str(stage)]`` replaces a stage's row
@@ -74,8 +75,10 @@ def parameter_groups(model: PiteForConditionalGeneration) -> dict[str, list[str]
     }
     groups: dict[str, list[str]] = {group: [] for group in GROUPS}
     for name, parameter in model.named_parameters():
-        top = name.split(".", 1)[0]
-        if top != "language_model":
+        top, _, rest = name.partition(".")
+        if top == "visual_encoder":  # two-stream: its towers are the vision tower, f, g, separator the adapter
+            group = "vision_tower" if rest.startswith(("image_tower.", "video_tower.")) else "adapter"
+        elif top != "language_model":
             group = top
         elif "lora_" in name:
             group = "lora"
