@@ -97,4 +97,5 @@ def test_synthetic_world_captions_give_exactly_its_phrases(backend: str, tmp_pat
     for line in (tmp_path / "stage2.jsonl").read_text().splitlines():
         record = json.loads(line)
         expected = [(p["text"], tuple(p["span"])) for p in record["phrases"]]
-        assert [(p.text, p.span) for p in extract_phrases(record["caption"], backend)] == expected  # type: ignore[arg-type]
+        found = extract_phrases(record["caption"], backend)  # type: ignore[arg-type]
+        assert [(p.text, p.span) for p in found] == expected

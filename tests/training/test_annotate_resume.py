@@ -26,7 +26,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start(data: Path, out: Path) -> subprocess.Popen:
-    """The CLI in its own session; Farneback flow makes each video take about half a second; the rule-based phrases skip loading spaCy."""
+    """The CLI in its own session. Farneback flow makes each video take about half a second;
+    rule-based phrases save loading spaCy in every worker."""
     command = [sys.executable, "-m", "training.annotate.cli", "run", str(data), "--out", str(out), "--workers", "2",
                "--segmenter", "gt", "--tracker", "farneback", "--phrases", "rules", "--no-progress"]
     environment = dict(os.environ, PYTHONPATH=str(REPO))

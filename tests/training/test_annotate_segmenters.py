@@ -108,6 +108,6 @@ def test_ground_truth_segmenter_returns_the_true_masks(clip) -> None:
 
 
 def test_ground_truth_size_breaks_a_tie() -> None:
-    facts = [{"colour": "red", "shape": "circle", "size": "large"}, {"colour": "red", "shape": "circle", "size": "small"}]
+    facts = [{"colour": "red", "shape": "circle", "size": size} for size in ("large", "small")]
     assert match_object(facts, "the red circle") is None
     assert match_object(facts, "the small red circle") == 1

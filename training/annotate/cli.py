@@ -24,7 +24,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that make an ``AnnotateConfig`` (shared by ``run`` and ``bench``)."""
     defaults, tracker = AnnotateConfig(), TrackerConfig()
     parser.add_argument("--segmenter", default=defaults.segmenter, choices=available(), help="stage-2 back-end")
-    parser.add_argument("--model-dir", help="local folder of the segmenter's weights (clipseg, owlv2-sam, grounding-dino-sam)")
+    parser.add_argument("--model-dir", help="local folder of the model back-end's weights (save_pretrained layout)")
     parser.add_argument("--sam-dir", help="local folder of SAM's weights (owlv2-sam, grounding-dino-sam)")
     parser.add_argument("--device", default="cpu", help="torch device of a model back-end")
     parser.add_argument("--gt-dir", help="ground-truth folder for --segmenter gt (default: <video folder>/../gt)")
@@ -37,7 +37,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="forward-backward error (pixels) above which a point is lost")
     parser.add_argument("--max-side", type=int, default=defaults.max_side, help="downscale larger frames to this side")
     parser.add_argument("--max-track-frames", type=int, default=defaults.max_track_frames)
-    parser.add_argument("--phrases", choices=("spacy", "rules"), help="noun-phrase back-end (default: spaCy if installed)")
+    parser.add_argument("--phrases", choices=("spacy", "rules"), help="noun phrases by (default: spaCy if installed)")
 
 
 def config_from(args: argparse.Namespace) -> AnnotateConfig:

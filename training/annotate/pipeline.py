@@ -63,8 +63,10 @@ def cached_segmenter(name: str, options: tuple[tuple[str, object], ...]) -> Segm
     return build_segmenter(name, **dict(options))
 
 
-def frame_plan(clip: tuple[float, float], fps: float, count: int, num_frames: int, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(decoded (T,), sampled (N,))``: video frame indices to track through and, per sample, its position in them."""
+def frame_plan(
+    clip: tuple[float, float], fps: float, count: int, num_frames: int, max_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(decoded (T,), sampled (N,))``: video frame indices to track through, and each sample's position in them."""
     samples = nearest_frame_indices(uniform_frame_times(clip[0], clip[1], num_frames), fps, count)
     first, last = int(samples[0]), int(samples[-1])
     stride = max(1, int(np.ceil((last - first + 1) / max_frames)))
@@ -80,7 +82,8 @@ def annotate_video(task: VideoTask, config: AnnotateConfig, segmenter: Segmenter
     result.seconds["phrases"] = time.perf_counter() - timer
     result.phrases = len(phrases)
     if not phrases:
-        result.failure = Failure(task.id, NO_PHRASE, f"no noun phrase in caption {task.caption!r:.80}", task.video, task.line)
+        message = f"no noun phrase in caption {task.caption!r:.80}"
+        result.failure = Failure(task.id, NO_PHRASE, message, task.video, task.line)
         return result
     if not Path(task.video).is_file():
         result.failure = Failure(task.id, MISSING_VIDEO, f"{task.video} does not exist", task.video, task.line)
@@ -106,12 +109,13 @@ def annotate_video(task: VideoTask, config: AnnotateConfig, segmenter: Segmenter
 
     segmenter = segmenter or cached_segmenter(config.segmenter, config.segmenter_options)
     keys = np.arange(len(frames)) if segmenter.all_frames else np.unique(sampled)
+    shown = frames if segmenter.all_frames else frames[keys]
     context = ClipContext(task.video, task.id, decoded[keys], (width, height))
     proc_height, proc_width = frames.shape[1:3]
     tracked = []
     for phrase in phrases:
         timer = time.perf_counter()
-        masks = segmenter.segment(frames[keys], phrase.text, context)
+        masks = segmenter.segment(shown, phrase.text, context)
         result.seconds["segment"] += time.perf_counter() - timer
         if masks is None or not masks.any():
             result.phrases_without_mask += 1

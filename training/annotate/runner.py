@@ -32,7 +32,15 @@ import cv2
 from tqdm import tqdm
 
 from training.annotate.pipeline import STAGES, AnnotateConfig, VideoResult, annotate_video
-from training.annotate.records import DUPLICATE_ID, INTERNAL_ERROR, WORKER_CRASHED, Failure, VideoTask, read_tasks, safe_name
+from training.annotate.records import (
+    DUPLICATE_ID,
+    INTERNAL_ERROR,
+    WORKER_CRASHED,
+    Failure,
+    VideoTask,
+    read_tasks,
+    safe_name,
+)
 
 MAX_CRASHES = 2
 

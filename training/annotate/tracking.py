@@ -32,7 +32,8 @@ Rules (our choices, the paper is silent on them):
   lies inside the mask becomes visible again there (same identity: an occluded point that
   reappears). Re-seeding: when fewer than ``reseed_below`` of the P points are then visible,
   the tracker has lost the object rather than a few points to occlusion, and the lost
-  points still inside the image (not those that left the view with the object) are re-sampled at the mask pixels farthest from the visible points (a new
+  points still inside the image (not those that left the view with the object) are
+  re-sampled at the mask pixels farthest from the visible points (a new
   identity: the track jumps there; its visibility was 0 just before).
 """
 
@@ -125,7 +126,10 @@ class FlowStep:
         error = np.linalg.norm(back - points, axis=1)
         return moved, forward_ok & backward_ok & inside & (error < self.config.fb_threshold), trackable
 
-    def _lk(self, source: np.ndarray, target: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _lk(
+        self, source: np.ndarray, target: np.ndarray, points: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """LK from ``source`` to ``target``: ``(moved (P, 2), status ok (P,), minimum eigenvalue (P,))``."""
         side = self.config.window or auto_window(source.shape[:2])
         window = (side, side)
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)

@@ -228,7 +228,8 @@ def _associate(
     for index, frame in enumerate(candidates):
         confident = [c for c in frame if c.confident]
         if confident:
-            picks[index] = min(confident, key=lambda c: c.area) if size == "small" else max(confident, key=lambda c: c.area)
+            by_area = sorted(confident, key=lambda c: c.area)
+            picks[index] = by_area[0] if size == "small" else by_area[-1]
     if not picks:
         return [empty] * len(candidates)
     gate = GATE * float(np.hypot(*shape))

@@ -58,7 +58,8 @@ class ClipSegSegmenter:
             with torch.inference_mode():
                 logits = self.model(**inputs.to(self.device)).logits
             probabilities = torch.sigmoid(logits.reshape(len(batch), *logits.shape[-2:])).float().cpu().numpy()
-            masks += [cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR) > self.threshold for p in probabilities]
+            masks += [cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR) > self.threshold
+                      for p in probabilities]
         result = np.stack(masks)
         return result if result.any() else None
 
