@@ -19,6 +19,9 @@ SHARED = [
     ("a green triangle leaves the frame, then a yellow circle appears.", ["a green triangle", "a yellow circle"]),
     ("It moves to the bottom of the screen.", []),
     ("people walking", ["people"]),
+    # Model answers carry temporal tokens (pite_ros.model.temporal): never phrases themselves.
+    ("From <47> to <83>, a man in a red shirt rides a horse.", ["a man in a red shirt", "a horse"]),
+    ("<grounded> the red circle enters at <1.25> and stops at <3.50>.", ["the red circle"]),
 ]
 
 spacy_available = text_module._spacy_pipeline() is not None
