@@ -5,6 +5,19 @@ tower by default), ``text_config`` (any causal LM, LLaMA by default), and the Pi
 adapter, projectors, N frames, P points, M temporal bins, losses, LoRA and which parameter
 groups train. Presets live in ``pite_ros/configs/<name>.json``.
 
+Presets:
+- ``tiny``: CLIP vision 2 layers × 32 wide on 32 px (patch 8), LLaMA 2 layers × 64, N=4,
+  P=4, M=300; builds and runs in well under a second on a CPU (tests). Its vocabulary is
+  bound from a word-level tokenizer (``bind_tokenizer``).
+- ``pite-7b``: the paper's shapes. CLIP ViT-L/14 at 224 px with projected 768-d features
+  (the authors' ``clip-vit-large-patch14`` and ``image_embeds``), Vicuna-7B v1.5 (LLaMA,
+  hidden 4096, 32 layers, 32 heads, intermediate 11008) with 32000 + 3 (``<video>``,
+  ``<grounded>``, ``<sep>``) + 301 temporal tokens. N = 100 frames and P = 3 points: the
+  paper does not print them; the authors' ``pite.py`` sizes the trajectory projector
+  ``Linear(hidden, 3 * 100 * 2)`` (laid out P × N × 2 there, N × P × 2 here) and their
+  ``inference.py`` samples 100 frames. LoRA r = 64, α = 128 as in VTimeLLM, whose training
+  code PiTe follows. About 7.05 B parameters.
+
 Choices where the papers are silent (REFERENCE.md):
 - ``vision_feature="pooled"`` feeds the tower's pooled CLS (after its post-layernorm) to the
   adapter μ; ``"projected"`` feeds CLIP's projected image embedding instead, which is what

@@ -32,7 +32,9 @@ from transformers import (
 from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
+from pite_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from pite_ros.model.config import PiteConfig
+from pite_ros.model.generation import PhraseFn, TokenCallback, answer_batch
 from pite_ros.model.losses import pite_loss
 from pite_ros.model.tokenizer import bind_tokenizer
 from pite_ros.model.two_stream import TwoStreamEncoder
@@ -76,6 +78,8 @@ def make_projector(kind: str, in_features: int, out_features: int) -> nn.Module:
 
 
 class PitePreTrainedModel(PreTrainedModel):
+    """Hugging Face plumbing shared by PiTe models (config class, weight initialisation)."""
+
     config_class = PiteConfig
     config: PiteConfig
     base_model_prefix = "pite"
@@ -247,33 +251,47 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
 
     # -- inference ------------------------------------------------------------------------
 
-    def answer(self, frames, question, duration, **options) -> AnswerResult | list[AnswerResult]:
+    def answer(
+        self,
+        frames: np.ndarray | list[np.ndarray],
+        question: str | list[str],
+        duration: float | list[float],
+        *,
+        max_new_tokens: int | None = None,
+        on_token: TokenCallback | None = None,
+        phrase_fn: PhraseFn | None = None,
+    ) -> AnswerResult | list[AnswerResult]:
         """Answer ``question`` about ``frames`` ``(N, H, W, 3)`` uint8 RGB spanning ``duration`` s.
 
-        Lists of clips, questions and durations answer a batch (see ``answer_batch``).
-        Options: ``max_new_tokens``, ``on_token(token_id, text_so_far) -> bool`` (single clip
-        only; False stops), ``phrase_fn(text) -> [(start, end)]``. See ``pite_ros.model.generation``.
+        Lists of clips, questions and durations answer a batch and return a list (see
+        ``answer_batch``). ``on_token(token_id, text_so_far) -> bool`` is called after each
+        token (single clip only; False stops); ``phrase_fn(text) -> [(start, end)]`` finds the
+        noun phrases (default ``pite_ros.text.noun_phrases``). See ``pite_ros.model.generation``.
         """
-        from pite_ros.model.generation import answer_batch
-
         if isinstance(frames, (list, tuple)):
-            return answer_batch(self, list(frames), list(question), list(duration), **options)
-        return answer_batch(self, [frames], [question], [duration], **options)[0]
+            return self.answer_batch(list(frames), list(question), list(duration), max_new_tokens=max_new_tokens,
+                                     on_token=on_token, phrase_fn=phrase_fn)
+        return self.answer_batch([frames], [question], [duration], max_new_tokens=max_new_tokens,
+                                 on_token=on_token, phrase_fn=phrase_fn)[0]
 
     def answer_batch(
-        self, clips: list[np.ndarray], questions: list[str], durations: list[float], **options
+        self,
+        clips: list[np.ndarray],
+        questions: list[str],
+        durations: list[float],
+        *,
+        max_new_tokens: int | None = None,
+        on_token: TokenCallback | None = None,
+        phrase_fn: PhraseFn | None = None,
     ) -> list[AnswerResult]:
         """Answers for several clips at once (left-padded, greedy, one KV cache)."""
-        from pite_ros.model.generation import answer_batch
-
-        return answer_batch(self, clips, questions, durations, **options)
+        return answer_batch(self, clips, questions, durations, max_new_tokens=max_new_tokens,
+                            on_token=on_token, phrase_fn=phrase_fn)
 
     # -- checkpoints ------------------------------------------------------------------------
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """HF layout: ``config.json``, ``model.safetensors`` (LoRA merged), tokenizer files."""
-        from pite_ros.model.checkpoint import save_checkpoint
-
         save_checkpoint(self, save_directory)
 
     @classmethod
@@ -281,8 +299,6 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         cls, directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
     ) -> PiteForConditionalGeneration:
         """Load a checkpoint directory written by ``save_pretrained`` (local only, safetensors only)."""
-        from pite_ros.model.checkpoint import load_checkpoint
-
         return load_checkpoint(cls, directory, dtype=dtype, device=device)
 
 
