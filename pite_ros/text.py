@@ -29,11 +29,13 @@ spaCy rule (``backend="spacy"``):
 
 Rule-based fallback (``backend="rules"``, used when spaCy or its model cannot be imported):
 words are tagged from the small built-in lists below (determiners, adjectives incl. colours
-and sizes, nouns incl. shapes and people, verbs, prepositions); an unknown word counts as a
-noun when a determiner, number or adjective precedes it, an ``-ing`` word inside a phrase is
-an adjective when a noun follows it ("a running man") and the noun otherwise ("a building"),
-``-ly`` words are adverbs. A phrase is ``[det] (adj | adj-list with and/or/commas)* noun+``,
-then steps 3-5 above with "attached" meaning "immediately follows the phrase".
+and sizes, nouns incl. shapes and people, verbs, prepositions, subordinators). A phrase
+starts at a determiner, number, adjective or known noun and takes, greedily, adjectives,
+known nouns, unknown words (only after a determiner, number or adjective) and and/or/commas
+between two adjectives; a known verb, preposition or pronoun, an unknown word ending in
+-s/-ed/-ing after a noun ("a man riding"), or the word after a plural noun ends it, and it
+ends at its last noun-like word ("a running man", "a building"). Then steps 3-5 above, with
+"attached" meaning "immediately follows the phrase".
 The fallback is meant for simple captions (the synthetic world's, short InternVid-style
 ones); for open text it misses phrases made only of unknown words without a determiner.
 """
