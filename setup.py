@@ -55,6 +55,7 @@ setup(
             "pite-synth = training.synth.cli:main",
             "pite-annotate = training.annotate.cli:main",
             "pite-model = pite_ros.tools.model_cli:main",
+            "pite-mcq = training.mcq.cli:main",
         ],
     },
 )
