@@ -7,7 +7,8 @@ back to the original characters, so ``return_offsets_mapping`` gives character s
 with ``[UNK]``, ``<pad>``, ``<s>``, ``</s>``, the placeholder ``<video>``, ``<grounded>``
 (Grounded-VideoLLM's request for timestamps), the segment separator ``<sep>`` and the
 temporal tokens ``<0>..<M>`` (REFERENCE.md, "Unified temporal tokens"). Decoding joins
-words with spaces and attaches ``. , ? ! : ; )`` to the word before them.
+words with spaces, attaches ``. , ? ! : ; )`` to the word before them and ``(`` to the word
+after it ("(b) blue."); it does not restore case (the vocabulary is lower case).
 
 A pretrained tokenizer (e.g. Vicuna's) gets the same PiTe tokens from ``add_pite_tokens``,
 which also grows the LM's embeddings and head, new rows set to the mean of the old ones
@@ -51,7 +52,7 @@ def build_tokenizer(words: Iterable[str], num_time_bins: int) -> PreTrainedToken
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")]
     )
     backend.decoder = decoders.Sequence(
-        [decoders.WordPiece(prefix="##", cleanup=False)]
+        [decoders.WordPiece(prefix="##", cleanup=False), decoders.Fuse(), decoders.Replace("( ", "(")]
         + [decoders.Replace(f" {mark}", mark) for mark in _ATTACHED_PUNCTUATION]
     )
     backend.add_special_tokens([AddedToken(token, normalized=False, special=True) for token in specials])

@@ -21,6 +21,8 @@ def test_ids_offsets_and_decoding(tokenizer):
     assert tokenizer.unk_token_id not in encoded["input_ids"]
     assert tokenizer.decode(encoded["input_ids"]) == "from <30> to <60>, a red circle?"
     assert tokenizer("a zebra")["input_ids"][-1] == tokenizer.unk_token_id
+    choice = build_tokenizer(["(", ")", "b", "blue", "."], 3)
+    assert choice.decode(choice("(B) blue.", add_special_tokens=False)["input_ids"]) == "(b) blue."
 
 
 def test_bind_records_ids(tokenizer):
