@@ -111,7 +111,8 @@ def init_trajectory_from_localization(model: PiteForConditionalGeneration) -> No
 def setup_stage(model: PiteForConditionalGeneration, stage: int) -> list[str]:
     """Prepare ``model`` for training ``stage``; returns the trainable parameter names.
 
-    Merges the previous stage's LoRA, tiles φ into the trajectory projector (stage 2), adds a
+    Merges the previous stage's LoRA, tiles φ into the trajectory projector (entering stage 2
+    from an earlier stage; a model already through stage 2 keeps its projector), adds a
     fresh LoRA named ``stage{k}`` (with the temporal-token rows in stage 3), and sets
     ``requires_grad`` exactly for the groups of ``trainable_groups``.
     """
@@ -119,7 +120,7 @@ def setup_stage(model: PiteForConditionalGeneration, stage: int) -> list[str]:
     config = model.config
     if isinstance(model.language_model, PeftModel):
         model.language_model = model.language_model.merge_and_unload()
-    if stage == 2:
+    if stage == 2 and config.stage < 2:  # not when continuing from a stage-2 (or later) checkpoint
         init_trajectory_from_localization(model)
     rows = _time_token_rows(model) if "time_tokens" in groups else None
     lora = peft.LoraConfig(

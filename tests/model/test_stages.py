@@ -68,6 +68,19 @@ def test_trajectory_projector_starts_as_tiled_localization(model):
     assert ((traj >= 0) & (traj <= 1)).all()
 
 
+def test_stage_2_tiles_once(model):
+    setup_stage(model, 1)
+    setup_stage(model, 2)
+    hidden = torch.randn(2, model.config.hidden_size)
+    loc, traj = model.project(hidden)
+    assert torch.allclose(traj, loc[:, None, None, :].expand_as(traj))
+    with torch.no_grad():
+        model.traj_projector.bias.add_(1.0)
+    trained = model.project(hidden)[1]
+    setup_stage(model, 2)  # continuing stage 2 keeps the trained projector
+    assert torch.equal(model.project(hidden)[1], trained)
+
+
 def test_extra_and_per_stage_groups(model, processor, video_example):
     model.config.extra_trainable = ["vision_tower"]
     model.config.stage_trainable = {"3": ["llm", "embeddings", "time_tokens", "lora"]}
