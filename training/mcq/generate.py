@@ -79,15 +79,16 @@ def nearest_neighbours(vectors: np.ndarray, k: int) -> np.ndarray:
     if k <= 0:
         return out
     block = max(1, _BLOCK_ELEMENTS // n)
-    columns = np.arange(n)
     for start in range(0, n, block):
         rows = np.arange(start, min(start + block, n))
         sims = vectors[rows] @ vectors.T  # (block, N)
         sims[np.arange(len(rows)), rows] = -np.inf
+        # The k-th largest value of each row; everything at least as large (ties included) is
+        # then ordered exactly: by similarity descending, then by index ascending.
+        kth = np.take_along_axis(sims, np.argpartition(-sims, k - 1, axis=1)[:, k - 1 : k], axis=1)[:, 0]
         for r, row_sims in enumerate(sims):
-            # lexsort: last key first -> by similarity descending, then by index ascending.
-            order = np.lexsort((columns, -row_sims))
-            out[start + r] = order[:k]
+            candidates = np.flatnonzero(row_sims >= kth[r])
+            out[start + r] = candidates[np.lexsort((candidates, -row_sims[candidates]))][:k]
     return out
 
 
