@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from training.evaluation import EvalItem, EvalReport, TaskSection, evaluate_predictions
-from training.evaluation.meteor import MeteorScorer, meteor_unavailable_reason
+from training.evaluation.meteor import MeteorError, MeteorScorer, meteor_unavailable_reason
 
 # A 10 s clip: temporal token <t> is t / 30 seconds.
 DURATION = 10.0
@@ -157,3 +157,15 @@ def test_dense_caption_with_meteor_soda(meteor) -> None:
     assert dense.metrics["SODA_c"] == pytest.approx(100 * (1 + 2 / 3) / 2)
     # Every matched item is an identical caption (METEOR 1); nothing unmatched at any threshold.
     assert dense.metrics["METEOR"] == pytest.approx(100.0)
+
+
+def test_meteor_without_java_is_reported_unavailable_not_faked() -> None:
+    missing = "no-such-java-binary"
+    assert "not on PATH" in meteor_unavailable_reason(missing)
+    with pytest.raises(MeteorError, match="not on PATH"):
+        MeteorScorer(java=missing).score([("a dog", ["a dog"])])
+    reference = {"events": [{"timestamps": [0, 5], "caption": "a dog"}], "duration": DURATION}
+    report = evaluate_predictions([("dense_caption", "From <0> to <150>, a dog.", reference)], meteor=MeteorScorer(java=missing))
+    dense = report.sections["dense_caption"]
+    assert "not on PATH" in dense.unavailable["METEOR"] and "not on PATH" in dense.unavailable["SODA_c"]
+    assert "METEOR" not in dense.metrics and "SODA_c" not in dense.metrics

@@ -58,20 +58,20 @@ class EvalItem:
     reference: dict
 
 
-class ReferenceError(ValueError):
+class BadReference(ValueError):
     """A reference record lacks a field or holds a wrong value (names the field)."""
 
 
 def _field(reference: dict, name: str) -> Any:
     if not isinstance(reference, dict) or reference.get(name) is None:
-        raise ReferenceError(f"missing field '{name}'")
+        raise BadReference(f"missing field '{name}'")
     return reference[name]
 
 
 def _duration(reference: dict) -> float:
     value = _field(reference, "duration")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ReferenceError(f"field 'duration' must be a positive number, got {value!r:.40}")
+        raise BadReference(f"field 'duration' must be a positive number, got {value!r:.40}")
     return float(value)
 
 
@@ -82,7 +82,7 @@ def _segment(value: Any, name: str) -> tuple[float, float]:
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
         or not value[0] < value[1]
     ):
-        raise ReferenceError(f"field '{name}' must be [start, end] with start < end, got {value!r:.60}")
+        raise BadReference(f"field '{name}' must be [start, end] with start < end, got {value!r:.60}")
     return float(value[0]), float(value[1])
 
 
@@ -91,17 +91,17 @@ def _segments(reference: dict) -> list[tuple[float, float]]:
     if isinstance(value, (list, tuple)) and value and not isinstance(value[0], (list, tuple)):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise ReferenceError("field 'timestamps' must hold at least one [start, end]")
+        raise BadReference("field 'timestamps' must hold at least one [start, end]")
     return [_segment(v, f"timestamps[{i}]") for i, v in enumerate(value)]
 
 
 def _options(reference: dict) -> tuple[list[str], int]:
     options = _field(reference, "options")
     if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) for o in options):
-        raise ReferenceError("field 'options' must be a list of at least two strings")
+        raise BadReference("field 'options' must be a list of at least two strings")
     answer = _field(reference, "answer")
     if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(options):
-        raise ReferenceError(f"field 'answer' must be an option index below {len(options)}, got {answer!r:.30}")
+        raise BadReference(f"field 'answer' must be an option index below {len(options)}, got {answer!r:.30}")
     return options, answer
 
 
@@ -121,7 +121,7 @@ class _Section:
         self.section = TaskSection(task)
         self.counts: Counter = Counter()
 
-    def bad(self, error: ReferenceError, index: int) -> None:
+    def bad(self, error: BadReference, index: int) -> None:
         self.counts[BAD_REFERENCE] += 1
         if self.counts[BAD_REFERENCE] <= _KEEP_MESSAGES:
             self.section.notes.append(f"item {index}: bad reference: {error}")
@@ -139,8 +139,8 @@ def _open_qa(items: list[tuple[int, EvalItem]]) -> TaskSection:
         try:
             answers = _field(item.reference, "answer")
             if not isinstance(answers, (str, list)) or not answers:
-                raise ReferenceError("field 'answer' must be a string or a list of strings")
-        except ReferenceError as error:
+                raise BadReference("field 'answer' must be a string or a list of strings")
+        except BadReference as error:
             build.bad(error, index)
             continue
         total += 1
@@ -154,7 +154,7 @@ def _mcq(items: list[tuple[int, EvalItem]]) -> TaskSection:
     for index, item in items:
         try:
             options, answer = _options(item.reference)
-        except ReferenceError as error:
+        except BadReference as error:
             build.bad(error, index)
             continue
         total += 1
@@ -169,7 +169,7 @@ def _grounding(items: list[tuple[int, EvalItem]]) -> TaskSection:
     for index, item in items:
         try:
             truths, duration = _segments(item.reference), _duration(item.reference)
-        except ReferenceError as error:
+        except BadReference as error:
             build.bad(error, index)
             continue
         predicted = _first_segment(_text(item.prediction), duration)
@@ -184,7 +184,7 @@ def _gqa(items: list[tuple[int, EvalItem]]) -> TaskSection:
         try:
             options, answer = _options(item.reference)
             truths, duration = _segments(item.reference), _duration(item.reference)
-        except ReferenceError as error:
+        except BadReference as error:
             build.bad(error, index)
             continue
         text = _text(item.prediction)
@@ -197,12 +197,12 @@ def _gqa(items: list[tuple[int, EvalItem]]) -> TaskSection:
 def _events(reference: dict) -> list[Event]:
     events = _field(reference, "events")
     if not isinstance(events, list) or not events:
-        raise ReferenceError("field 'events' must be a non-empty list")
+        raise BadReference("field 'events' must be a non-empty list")
     parsed = []
     for i, event in enumerate(events):
         caption = event.get("caption") if isinstance(event, dict) else None
         if not isinstance(caption, str):
-            raise ReferenceError(f"field 'events[{i}].caption' must be a string")
+            raise BadReference(f"field 'events[{i}].caption' must be a string")
         start, end = _segment(event.get("timestamps"), f"events[{i}].timestamps")
         parsed.append(Event(start, end, caption))
     return parsed
@@ -213,7 +213,7 @@ def _dense(items: list[tuple[int, EvalItem]], meteor: MeteorScorer | bool) -> Ta
     for index, item in items:
         try:
             references, duration = _events(item.reference), _duration(item.reference)
-        except ReferenceError as error:
+        except BadReference as error:
             build.bad(error, index)
             continue
         predicted = [Event(s.start, s.end, s.text) for s in parse_segments(_text(item.prediction), duration)]
@@ -223,7 +223,8 @@ def _dense(items: list[tuple[int, EvalItem]], meteor: MeteorScorer | bool) -> Ta
         "CIDEr": densevid_score(samples, lambda hyps, refs: cider_d(hyps, refs)[0]),
         "events_per_video": sum(len(s.predicted) for s in samples) / len(samples) if samples else float("nan"),
     }
-    reason = meteor_unavailable_reason() if meteor is not False else "disabled by the caller"
+    java = meteor.java if isinstance(meteor, MeteorScorer) else "java"
+    reason = meteor_unavailable_reason(java) if meteor is not False else "disabled by the caller"
     if reason is None and samples:
         scorer = meteor if isinstance(meteor, MeteorScorer) else MeteorScorer()
         try:
@@ -250,13 +251,13 @@ def _trajectory(items: list[tuple[int, EvalItem]], pck_threshold: float) -> Task
         try:
             truth = np.asarray(_field(item.reference, "trajectory"), dtype=np.float64)
             if truth.ndim != 3 or truth.shape[-1] != 2:
-                raise ReferenceError(f"field 'trajectory' must be (N, P, 2), got {truth.shape}")
+                raise BadReference(f"field 'trajectory' must be (N, P, 2), got {truth.shape}")
             seen = item.reference.get("visibility")
             seen = np.ones(truth.shape[:2], bool) if seen is None else np.asarray(seen, dtype=bool)
             if seen.shape != truth.shape[:2]:
-                raise ReferenceError(f"field 'visibility' must be {truth.shape[:2]}, got {seen.shape}")
-        except (ReferenceError, ValueError, TypeError) as error:
-            build.bad(ReferenceError(str(error)), index)
+                raise BadReference(f"field 'visibility' must be {truth.shape[:2]}, got {seen.shape}")
+        except (BadReference, ValueError, TypeError) as error:
+            build.bad(BadReference(str(error)), index)
             continue
         total += 1
         predicted = None if item.prediction is None else np.asarray(item.prediction, dtype=np.float64)
