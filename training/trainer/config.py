@@ -51,10 +51,7 @@ class TrainConfig:
     save_every: int = 100
     keep_checkpoints: int = 2
     num_workers: int = 0
-    coord_weight: float = 1.0  # lambda of the stage-1/2 losses (REFERENCE.md, Training)
-    label_smoothing: float = 0.0  # stage 3 option (REFERENCE.md: label-smoothed CE)
-    lora: dict[str, Any] = field(default_factory=dict)
-    extra_trainable: list[str] = field(default_factory=list)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # PiteConfig fields, e.g. coord_weight, lora_r
     max_examples: int | None = None  # cap per data file (quick runs)
     source: str = ""  # the file this config came from (set by the loader)
 
@@ -94,14 +91,15 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
         specs.append(DataSpec(format=item["format"], path=str(item["path"])))
     numbers = {"seed": int, "max_steps": int, "batch_size": int, "grad_accum": int, "warmup_steps": int,
                "save_every": int, "keep_checkpoints": int, "num_workers": int,
-               "learning_rate": (int, float), "weight_decay": (int, float), "max_grad_norm": (int, float),
-               "coord_weight": (int, float), "label_smoothing": (int, float)}
+               "learning_rate": (int, float), "weight_decay": (int, float), "max_grad_norm": (int, float)}
     for name, expected in numbers.items():
         if name in raw:
             _check(source, name, raw[name], expected)
     for name in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_checkpoints"):
         if name in raw and raw[name] < 1:
             raise ConfigError(f"{source}: field '{name}' must be at least 1, got {raw[name]}")
+    if not isinstance(raw.get("model_overrides", {}), dict):
+        raise ConfigError(f"{source}: field 'model_overrides' must be a mapping of model config fields")
     if raw.get("mixed_precision", "auto") not in ("no", "bf16", "auto"):
         raise ConfigError(f"{source}: field 'mixed_precision' must be 'no', 'bf16' or 'auto'")
     values = {**raw, "data": specs, "source": source}

@@ -1,0 +1,64 @@
+"""What a stage's run is made of: the model set up for its stage, the collate, the data.
+
+The model comes from a preset (stage 1 from scratch, with a tokenizer built locally from a
+vocabulary) or from the previous stage's output directory; ``model_overrides`` sets model
+config fields (λ, label smoothing, LoRA rank, extra trainable groups) for this run.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from pite_ros.model import PiteConfig, PiteForConditionalGeneration, PiteProcessor, build_model, build_tokenizer
+from pite_ros.model import load_config as load_model_config
+from pite_ros.model.stages import setup_stage
+from training.datasets import SkipReport
+from training.trainer.config import ConfigError, TrainConfig
+from training.trainer.data import build_training_set as read_training_set
+
+
+def _vocabulary(config: TrainConfig) -> list[str]:
+    """Words for a locally built tokenizer: the synthetic world's, or one word per line of a file."""
+    if config.vocabulary in (None, "synth"):
+        from training.synth import vocabulary
+
+        return vocabulary()
+    path = config.resolve(config.vocabulary)
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as error:
+        raise ConfigError(f"{config.source}: field 'vocabulary': cannot read {path} ({error.strerror})") from error
+
+
+def _apply_overrides(model_config: PiteConfig, config: TrainConfig) -> None:
+    for name, value in config.model_overrides.items():
+        if not hasattr(model_config, name):
+            raise ConfigError(f"{config.source}: model_overrides.{name} is not a field of the model config")
+        setattr(model_config, name, value)
+
+
+def build_model_for_stage(config: TrainConfig) -> tuple[PiteForConditionalGeneration, PiteProcessor]:
+    """The model with this stage's LoRA and trainable parameters, and the batch collate."""
+    source = config.model
+    if config.resolve(source).is_dir():
+        model = PiteForConditionalGeneration.from_pretrained(config.resolve(source))
+        _apply_overrides(model.config, config)
+    else:
+        preset = str(config.resolve(source)) if source.endswith(".json") else source
+        model_config = load_model_config(preset)
+        _apply_overrides(model_config, config)
+        model = build_model(model_config, build_tokenizer(_vocabulary(config), model_config.num_time_bins))
+    setup_stage(model, config.stage)
+    model.train()
+    return model, PiteProcessor(model.tokenizer, model.config)
+
+
+def build_training_set(config: TrainConfig, model_config: PiteConfig) -> tuple[Dataset, SkipReport]:
+    """The run's examples at the model's image size and frame count."""
+    return read_training_set(config, model_config.image_size, model_config.num_frames, model_config.num_points)
+
+
+def stage_loss_kwargs(config: TrainConfig) -> dict[str, int]:
+    """The forward's ``stage`` selects the stage's loss terms (and stage 3's label smoothing)."""
+    return {"stage": config.stage}
+

@@ -1,0 +1,117 @@
+"""The training loop of one stage, on accelerate: the same code runs single-process on CPU
+and multi-GPU under ``accelerate launch`` (FSDP or DeepSpeed configs in training/configs/).
+
+AdamW with warm-up + cosine decay, gradient clipping and accumulation, bf16 where the
+device supports it; stage-specific trainable parameters come from the model's one table.
+Checkpoints every ``save_every`` steps; ``resume=True`` continues from the newest one and
+reproduces the uninterrupted run's batches (see sampler.py) and random state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from training.trainer.build import build_model_for_stage, build_training_set, stage_loss_kwargs
+from training.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.trainer.config import TrainConfig
+from training.trainer.metrics_log import MetricsLog, plot_loss_curve
+from training.trainer.sampler import ResumableBatchSampler
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(requested: str) -> str:
+    """``auto`` means bf16 on a GPU that supports it and full precision elsewhere (CPU bf16 is slow)."""
+    if requested != "auto":
+        return requested
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _param_groups(parameters: dict[str, torch.nn.Parameter], weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms and embeddings' 1-D tensors (the usual AdamW practice)."""
+    decay = [p for n, p in parameters.items() if p.ndim >= 2]
+    no_decay = [p for n, p in parameters.items() if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run stage ``config.stage``; return the directory of the final model (HF layout)."""
+    output = config.resolve(config.output_dir)
+    checkpoints = output / "checkpoints"
+    set_seed(config.seed)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.grad_accum, mixed_precision=resolve_precision(config.mixed_precision)
+    )
+    model, processor = build_model_for_stage(config)
+    parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    dataset, report = build_training_set(config, model.config)
+    log.info("stage %d: %d examples, %d trainable tensors; %s", config.stage, len(dataset), len(parameters), report.summary())
+
+    optimizer = torch.optim.AdamW(_param_groups(parameters, config.weight_decay), lr=config.learning_rate)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
+    start = 0
+    checkpoint = latest_checkpoint(checkpoints) if resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, parameters, optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.torch_rng)
+        start = state.step
+        log.info("resumed from %s at step %d", checkpoint, start)
+    elif resume:
+        log.info("no checkpoint under %s: starting from step 0", checkpoints)
+
+    sampler = ResumableBatchSampler(len(dataset), config.batch_size, config.seed, start_batch=start * config.grad_accum)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=processor, num_workers=config.num_workers)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    metrics = MetricsLog(output / "metrics.jsonl", resume_step=start)
+    loss_kwargs = stage_loss_kwargs(config)
+    batches = iter(loader)
+    model.train()
+    bar = tqdm(total=config.max_steps, initial=start, desc=f"stage {config.stage}", disable=not progress or not accelerator.is_main_process)
+    for step in range(start + 1, config.max_steps + 1):
+        began = time.perf_counter()
+        sums: dict[str, float] = {}
+        grad_norm = torch.tensor(0.0)
+        for _ in range(config.grad_accum):
+            batch = next(batches)
+            with accelerator.accumulate(model):
+                outputs = model(**batch, **loss_kwargs)
+                accelerator.backward(outputs.loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(list(parameters.values()), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            for key in ("loss", "lm_loss", "coord_loss"):
+                value = getattr(outputs, key, None)
+                if value is not None:
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) / config.grad_accum
+        scheduler.step()
+        row = {"step": step, **sums, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+               "seconds": time.perf_counter() - began}
+        if accelerator.is_main_process:
+            metrics.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if step % config.save_every == 0 or step == config.max_steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                unwrapped = accelerator.unwrap_model(model)
+                trainable = {name: p for name, p in unwrapped.named_parameters() if p.requires_grad}
+                save_checkpoint(checkpoints, step, trainable, optimizer, scheduler, config.keep_checkpoints)
+    bar.close()
+    final = output / "final"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(final)
+        (output / "data_report.txt").write_text(report.summary() + "\n")
+        plot_loss_curve(output / "metrics.jsonl", output / "loss_curve.png", f"stage {config.stage}")
+    return final
