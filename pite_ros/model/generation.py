@@ -1,8 +1,16 @@
 """Greedy answers with a KV cache: text, noun phrases with trajectories, time segments.
 
-Clips are encoded once (``encode_frames``), spliced into left-padded prompts and run
-through ``decoder_step`` with a ``transformers`` ``DynamicCache``; each step appends the
-argmax token of every unfinished row. A row stops at ``</s>``; all stop at
+One greedy loop (``generate``) serves every runtime: it talks to a ``GreedyBackend`` that
+encodes frames, runs the decoder over the prompt (prefill) and over one token per row
+(decode) with its own KV cache, and projects a hidden state to a trajectory. ``TorchBackend``
+wraps the model (``encode_frames``, ``merge_visual``, ``decoder_step`` with a
+``transformers`` ``DynamicCache``, ``project``); the ONNX Runtime engine has its own
+(``pite_ros.engine.onnx_engine.OrtBackend``). Preprocessing, token choice, stopping,
+phrases, trajectories, scores and segments are this module's alone, so both runtimes return
+the same ``AnswerResult`` for the same logits and hidden states.
+
+Clips are encoded once, spliced into left-padded prompts and run through the decoder; each
+step appends the argmax token of every unfinished row. A row stops at ``</s>``; all stop at
 ``max_new_tokens`` or when ``on_token`` returns False (single clip only).
 
 Trajectories: the hidden state that predicted a token also predicts its coordinates (the
@@ -19,12 +27,14 @@ temporal tokens of the text (``temporal.parse_segments``), in seconds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache
 
+from pite_ros.model.config import PiteConfig
 from pite_ros.model.processor import PiteProcessor
 from pite_ros.model.temporal import parse_segments
 from pite_ros.types import AnswerResult, PhraseTrack
@@ -35,6 +45,82 @@ if TYPE_CHECKING:
 
 PhraseFn = Callable[[str], list[tuple[int, int]]]
 TokenCallback = Callable[[int, str], bool]
+
+
+class Step(NamedTuple):
+    """What the greedy loop reads after a decoder pass: the LAST position of every row."""
+
+    logits: np.ndarray  # (B, vocab) float32
+    hidden: np.ndarray  # (B, d) float32, the LM's last (normalised) hidden state
+    cache: Any  # the backend's KV cache, handed back unchanged to the next ``decode``
+
+
+class GreedyBackend(Protocol):
+    """A runtime for ``generate``; arrays are NumPy in and out (ids, masks and positions int64)."""
+
+    config: PiteConfig
+    tokenizer: PreTrainedTokenizerBase
+
+    def encode(self, pixel_values: np.ndarray) -> Any:
+        """``(B, T, 3, S, S)`` float32 pixels -> the visual tokens ``(B, V, d)`` (backend's own type)."""
+        ...
+
+    def prefill(
+        self, visual: Any, frame_mask: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+    ) -> Step:
+        """The decoder over left-padded prompts ``(B, L)`` with the ``<video>`` slots filled by
+        ``visual`` (``frame_mask`` ``(B, T)``: real frames), from an empty cache."""
+        ...
+
+    def decode(self, token_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, cache: Any) -> Step:
+        """The decoder over one new token per row: ``token_ids`` and ``position_ids`` ``(B, 1)``,
+        ``attention_mask`` ``(B, past + 1)``."""
+        ...
+
+    def trajectory(self, hidden: np.ndarray) -> np.ndarray:
+        """The trajectory projector on one hidden state ``(d,)`` -> ``(N, P, 2)`` float32 in [0, 1]."""
+        ...
+
+
+class TorchBackend:
+    """``GreedyBackend`` over the PyTorch model (its device and dtype; no gradients)."""
+
+    def __init__(self, model: PiteForConditionalGeneration) -> None:
+        if model.tokenizer is None:
+            raise ValueError("the model has no tokenizer attached (load a checkpoint or use build_model)")
+        self.model = model
+        self.config = model.config
+        self.tokenizer = model.tokenizer
+        self.device = next(model.parameters()).device
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    @staticmethod
+    def _step(step) -> Step:
+        return Step(step.logits[:, -1].float().cpu().numpy(), step.hidden[:, -1].float().cpu().numpy(), step.past_key_values)
+
+    @torch.no_grad()
+    def encode(self, pixel_values: np.ndarray) -> torch.Tensor:
+        return self.model.encode_frames(self._tensor(pixel_values))
+
+    @torch.no_grad()
+    def prefill(self, visual, frame_mask, input_ids, attention_mask, position_ids) -> Step:
+        model = self.model
+        embeds = model.merge_visual(self._tensor(input_ids), visual, model.visual_mask(self._tensor(frame_mask)))
+        cache = DynamicCache(config=self.config.text_config)
+        return self._step(model.decoder_step(embeds, self._tensor(attention_mask), self._tensor(position_ids), cache))
+
+    @torch.no_grad()
+    def decode(self, token_ids, attention_mask, position_ids, cache) -> Step:
+        embeds = self.model.embed_tokens(self._tensor(token_ids))
+        return self._step(self.model.decoder_step(embeds, self._tensor(attention_mask), self._tensor(position_ids), cache))
+
+    @torch.no_grad()
+    def trajectory(self, hidden: np.ndarray) -> np.ndarray:
+        dtype = next(self.model.traj_projector.parameters()).dtype
+        return self.model.project(self._tensor(hidden).to(dtype))[1].float().cpu().numpy()
 
 
 def default_phrase_fn() -> PhraseFn:
@@ -55,86 +141,91 @@ def answer_batch(
     on_token: TokenCallback | None = None,
     phrase_fn: PhraseFn | None = None,
 ) -> list[AnswerResult]:
-    """One ``AnswerResult`` per clip; ``clips[i]`` is ``(N, H, W, 3)`` uint8 RGB of ``durations[i]`` s."""
-    if model.tokenizer is None:
-        raise ValueError("the model has no tokenizer attached (load a checkpoint or use build_model)")
-    if not len(clips) == len(questions) == len(durations) or not clips:
-        raise ValueError(f"need as many clips, questions and durations (>0), got {len(clips)}, {len(questions)}, {len(durations)}")
-    if on_token is not None and len(clips) != 1:
-        raise ValueError("on_token works with a single clip")
+    """One ``AnswerResult`` per clip from the PyTorch model (``generate`` with ``TorchBackend``)."""
+    backend = TorchBackend(model)
     training = model.training
     model.eval()  # no LoRA dropout while answering
     try:
-        return _generate(model, clips, questions, durations, max_new_tokens or model.config.max_new_tokens,
-                         on_token, phrase_fn or default_phrase_fn())
+        return generate(backend, clips, questions, durations, max_new_tokens=max_new_tokens, on_token=on_token,
+                        phrase_fn=phrase_fn)
     finally:
         model.train(training)
 
 
-def _generate(
-    model: PiteForConditionalGeneration,
+def generate(
+    backend: GreedyBackend,
     clips: Sequence[np.ndarray],
     questions: Sequence[str],
     durations: Sequence[float],
-    limit: int,
-    on_token: TokenCallback | None,
-    phrase_fn: PhraseFn,
+    *,
+    max_new_tokens: int | None = None,
+    on_token: TokenCallback | None = None,
+    phrase_fn: PhraseFn | None = None,
 ) -> list[AnswerResult]:
-    """The greedy loop of ``answer_batch``."""
-    tokenizer, config = model.tokenizer, model.config
+    """One ``AnswerResult`` per clip; ``clips[i]`` is ``(N, H, W, 3)`` uint8 RGB of ``durations[i]`` s."""
+    if not len(clips) == len(questions) == len(durations) or not clips:
+        raise ValueError(f"need as many clips, questions and durations (>0), got {len(clips)}, {len(questions)}, {len(durations)}")
+    if on_token is not None and len(clips) != 1:
+        raise ValueError("on_token works with a single clip")
+    tokenizer, config = backend.tokenizer, backend.config
+    limit = max_new_tokens or config.max_new_tokens
+    phrase_fn = phrase_fn or default_phrase_fn()
     processor = PiteProcessor(tokenizer, config)
-    device = next(model.parameters()).device
     pixels = processor.pixel_batch(clips)
-    prompts = processor.prompt_batch(questions, [len(clip) for clip in clips])
-    visual = model.encode_frames(pixels["pixel_values"].to(device))
-    embeds = model.merge_visual(prompts["input_ids"].to(device), visual, model.visual_mask(pixels["frame_mask"].to(device)))
-    mask = prompts["attention_mask"].to(device)
-    step = model.decoder_step(embeds, mask, prompts["position_ids"].to(device), DynamicCache(config=config.text_config))
-    positions = prompts["position_ids"][:, -1:].to(device)
+    prompts = {key: value.numpy() for key, value in processor.prompt_batch(questions, [len(clip) for clip in clips]).items()}
+    visual = backend.encode(pixels["pixel_values"].numpy())
+    mask = prompts["attention_mask"]
+    step = backend.prefill(visual, pixels["frame_mask"].numpy(), prompts["input_ids"], mask, prompts["position_ids"])
+    positions = prompts["position_ids"][:, -1:]
 
     batch = len(clips)
     tokens: list[list[int]] = [[] for _ in range(batch)]
-    hiddens: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    hiddens: list[list[np.ndarray]] = [[] for _ in range(batch)]
     probabilities: list[list[float]] = [[] for _ in range(batch)]
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    done = np.zeros(batch, dtype=bool)
     eos = tokenizer.eos_token_id
     for _ in range(limit):
-        last = step.logits[:, -1].float()
-        chosen = last.argmax(-1)
-        chosen_probability = last.softmax(-1).gather(-1, chosen[:, None])[:, 0]
+        chosen = step.logits.argmax(-1)
+        chosen_probability = _probability(step.logits, chosen)
         for row in range(batch):
             if done[row] or chosen[row] == eos:
                 continue
             tokens[row].append(int(chosen[row]))
-            hiddens[row].append(step.hidden[row, -1])
+            hiddens[row].append(step.hidden[row])
             probabilities[row].append(float(chosen_probability[row]))
         done |= chosen == eos
         if on_token is not None and not done[0]:
             if not on_token(tokens[0][-1], tokenizer.decode(tokens[0], skip_special_tokens=True)):
                 break
-        if bool(done.all()):
+        if done.all():
             break
-        chosen = chosen.masked_fill(done, tokenizer.pad_token_id)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        chosen = np.where(done, tokenizer.pad_token_id, chosen)
+        mask = np.concatenate([mask, np.ones_like(mask[:, :1])], axis=1)
         positions = positions + 1
-        step = model.decoder_step(model.embed_tokens(chosen[:, None]), mask, positions, step.past_key_values)
+        step = backend.decode(chosen[:, None].astype(np.int64), mask, positions, step.cache)
 
     return [
-        _result(model, tokens[row], hiddens[row], probabilities[row], float(durations[row]), phrase_fn)
+        _result(backend, tokens[row], hiddens[row], probabilities[row], float(durations[row]), phrase_fn)
         for row in range(batch)
     ]
 
 
+def _probability(logits: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Softmax probability of ``chosen`` ``(B,)`` under ``logits`` ``(B, vocab)`` (float64, stable)."""
+    shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    return np.exp(np.take_along_axis(shifted, chosen[:, None], -1)[:, 0]) / np.exp(shifted).sum(-1)
+
+
 def _result(
-    model: PiteForConditionalGeneration,
+    backend: GreedyBackend,
     tokens: list[int],
-    hiddens: list[torch.Tensor],
+    hiddens: list[np.ndarray],
     probabilities: list[float],
     duration: float,
     phrase_fn: PhraseFn,
 ) -> AnswerResult:
     """Text, phrases with trajectories and segments of one generated answer."""
-    tokenizer, config = model.tokenizer, model.config
+    tokenizer, config = backend.tokenizer, backend.config
     text = tokenizer.decode(tokens, skip_special_tokens=True)
     spans = token_spans(tokenizer, tokens)
     phrases = []
@@ -142,8 +233,8 @@ def _result(
         members = [i for i, (a, b) in enumerate(spans) if a < end and b > start and text[a:b].strip()]
         if not members:
             continue
-        pooled = torch.stack([hiddens[i] for i in members]).mean(0)
-        trajectory = model.project(pooled)[1].float().cpu().numpy()
+        pooled = np.stack([hiddens[i] for i in members]).mean(0)
+        trajectory = backend.trajectory(pooled)
         score = float(np.mean([probabilities[i] for i in members]))
         phrases.append(PhraseTrack(text=text[start:end], span=(start, end), trajectory=trajectory, score=score))
     if duration > 0:
