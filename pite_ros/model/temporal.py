@@ -71,3 +71,33 @@ def parse_segments(
 def strip_time_tokens(text: str) -> str:
     """``text`` with every temporal token removed (for display and exact-match scoring)."""
     return re.sub(r"\s{2,}", " ", _TOKEN.sub("", text)).strip()
+
+
+def render_time_tokens(
+    text: str, duration: float, num_bins: int = DEFAULT_NUM_TIME_BINS
+) -> tuple[str, list[int]]:
+    """``text`` with each temporal token ``<t>`` written as seconds (``"<150>"`` -> ``"2.0s"`` at L=4).
+
+    Also returns ``offsets`` (``len(text) + 1`` entries): ``offsets[i]`` is where character
+    ``i`` of ``text`` lands in the rendered text, so character spans (noun phrases) can be
+    carried over; a character inside a token maps to the start of its rendering. Tokens
+    above ``M`` are not temporal tokens and stay as written.
+    """
+    pieces: list[str] = []
+    offsets: list[int] = []
+    position = done = 0
+    for match in _TOKEN.finditer(text):
+        index = int(match.group(1))
+        if index > num_bins:
+            continue
+        pieces.append(text[done : match.start()])
+        offsets.extend(range(position, position + match.start() - done))
+        position += match.start() - done
+        rendered = f"{index_to_seconds(index, duration, num_bins):.1f}s"
+        pieces.append(rendered)
+        offsets.extend([position] * (match.end() - match.start()))
+        position += len(rendered)
+        done = match.end()
+    pieces.append(text[done:])
+    offsets.extend(range(position, position + len(text) - done + 1))
+    return "".join(pieces), offsets
