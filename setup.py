@@ -56,6 +56,7 @@ setup(
             "pite-annotate = training.annotate.cli:main",
             "pite-model = pite_ros.tools.model_cli:main",
             "pite-mcq = training.mcq.cli:main",
+            "pite-eval = training.evaluation.cli:main",
             "pite-train = training.train:main",
             "pite-node = pite_ros.tools.node:main",
             "pite_node = pite_ros.tools.node:main",

@@ -7,7 +7,7 @@ times, which the caller maps to source pixels and stamps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -44,3 +44,23 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release the model (memory, sessions)."""
         ...
+
+
+def answer_batch(
+    engine: Engine,
+    clips: Sequence[np.ndarray],
+    questions: Sequence[str],
+    durations: Sequence[float],
+    *,
+    max_new_tokens: int | None = None,
+) -> list[AnswerResult]:
+    """Answers for several clips: the engine's own ``answer_batch`` when it has one (optional;
+    the torch engine batches the whole greedy loop), else ``engine.answer`` one clip at a time.
+    Results are in input order either way."""
+    batched = getattr(engine, "answer_batch", None)
+    if batched is not None:
+        return batched(list(clips), list(questions), list(durations), max_new_tokens=max_new_tokens)
+    return [
+        engine.answer(clip, question, duration, max_new_tokens=max_new_tokens)
+        for clip, question, duration in zip(clips, questions, durations, strict=True)
+    ]

@@ -37,5 +37,17 @@ class TorchEngine:
         with torch.inference_mode():
             return self.model.answer(frames, question, duration, max_new_tokens=max_new_tokens, on_token=on_token)
 
+    def answer_batch(
+        self,
+        clips: list[np.ndarray],
+        questions: list[str],
+        durations: list[float],
+        *,
+        max_new_tokens: int | None = None,
+    ) -> list[AnswerResult]:
+        """Answers for several clips in one left-padded greedy loop (``model.answer_batch``)."""
+        with torch.inference_mode():
+            return self.model.answer_batch(clips, questions, durations, max_new_tokens=max_new_tokens)
+
     def close(self) -> None:
         del self.model

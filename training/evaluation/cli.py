@@ -1,0 +1,88 @@
+"""``pite-eval``: run a model over eval sets and write the metrics report.
+
+Example: ``pite-eval --model runs/stage3/final --data data/synth/eval --out reports/eval.json``
+(``--data`` takes folders laid out as pite-synth writes them and/or ``FORMAT=PATH`` pairs).
+Prints the report's table; ``--out`` writes the JSON and the table beside it (``.txt``).
+Exit status 0 when something was evaluated, 1 when nothing was (or the engine cannot load),
+2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pite_ros.engine.base import EngineError
+from pite_ros.engine.loader import load_engine
+from training.evaluation.run import EvalOptions, run_evaluation
+from training.evaluation.sources import EVAL_TASKS, FORMATS, SourceError, resolve_sources
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pite-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None,
+                        help="checkpoint folder (torch) or export folder (onnx); default: the shipped model")
+    parser.add_argument("--engine", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--data", nargs="+", required=True, metavar="DIR|FORMAT=PATH",
+                        help=f"eval folders (pite-synth layout) or FORMAT=PATH with FORMAT in {', '.join(FORMATS)}")
+    parser.add_argument("--tasks", default=",".join(EVAL_TASKS),
+                        help=f"comma-separated subset of {','.join(EVAL_TASKS)} (default: all)")
+    parser.add_argument("--limit", type=int, default=None, help="first N examples of each file")
+    parser.add_argument("--batch-size", type=int, default=8, help="examples answered together")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's own")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report JSON path (the table goes beside it, same name with .txt)")
+    parser.add_argument("--no-meteor", action="store_true", help="skip METEOR and SODA_c (they need Java)")
+    parser.add_argument("--no-teacher-forced", action="store_true", help="skip the teacher-forced trajectory score")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads of the engine (0: its default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        sources = resolve_sources(args.data)
+        options = EvalOptions(
+            tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+            limit=args.limit,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            meteor=not args.no_meteor,
+            teacher_forced=not args.no_teacher_forced,
+            progress=not args.no_progress,
+        )
+    except (SourceError, ValueError) as error:
+        parser.error(str(error))
+    try:
+        engine = load_engine(args.engine, args.model, num_threads=args.threads)
+    except EngineError as error:
+        print(f"pite-eval: {error}", file=sys.stderr)
+        return 1
+    try:
+        meta = {"model": str(args.model) if args.model else "default", "engine": args.engine,
+                "data_args": list(args.data)}
+        report = run_evaluation(engine, sources, options, meta=meta)
+    finally:
+        engine.close()
+    text = report.to_text()
+    print(text, end="")
+    seconds = report.meta["seconds"]
+    print(
+        f"{report.meta['examples']} examples in {seconds['total']:.1f} s; "
+        f"skipped records {report.meta['skipped_records']['count']}; failed examples {report.meta['failed']['count']}"
+    )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        report.write(args.out, args.out.with_suffix(".txt"))
+        print(f"wrote {args.out} and {args.out.with_suffix('.txt')}")
+    if not report.meta["examples"]:
+        print("pite-eval: nothing was evaluated (no example of the requested tasks in the data)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
