@@ -167,16 +167,10 @@ def generate(
         raise ValueError(f"need as many clips, questions and durations (>0), got {len(clips)}, {len(questions)}, {len(durations)}")
     if on_token is not None and len(clips) != 1:
         raise ValueError("on_token works with a single clip")
-    tokenizer, config = backend.tokenizer, backend.config
-    limit = max_new_tokens or config.max_new_tokens
+    tokenizer = backend.tokenizer
+    limit = max_new_tokens or backend.config.max_new_tokens
     phrase_fn = phrase_fn or default_phrase_fn()
-    processor = PiteProcessor(tokenizer, config)
-    pixels = processor.pixel_batch(clips)
-    prompts = {key: value.numpy() for key, value in processor.prompt_batch(questions, [len(clip) for clip in clips]).items()}
-    visual = backend.encode(pixels["pixel_values"].numpy())
-    mask = prompts["attention_mask"]
-    step = backend.prefill(visual, pixels["frame_mask"].numpy(), prompts["input_ids"], mask, prompts["position_ids"])
-    positions = prompts["position_ids"][:, -1:]
+    step, mask, positions = start(backend, clips, questions)
 
     batch = len(clips)
     tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -199,15 +193,35 @@ def generate(
                 break
         if done.all():
             break
-        chosen = np.where(done, tokenizer.pad_token_id, chosen)
-        mask = np.concatenate([mask, np.ones_like(mask[:, :1])], axis=1)
-        positions = positions + 1
-        step = backend.decode(chosen[:, None].astype(np.int64), mask, positions, step.cache)
+        step, mask, positions = advance(backend, step, np.where(done, tokenizer.pad_token_id, chosen), mask, positions)
 
     return [
         _result(backend, tokens[row], hiddens[row], probabilities[row], float(durations[row]), phrase_fn)
         for row in range(batch)
     ]
+
+
+def start(
+    backend: GreedyBackend, clips: Sequence[np.ndarray], questions: Sequence[str]
+) -> tuple[Step, np.ndarray, np.ndarray]:
+    """Preprocess, encode and prefill: the first ``Step``, the attention mask ``(B, L)`` of the
+    left-padded prompts and each row's last position ``(B, 1)``."""
+    processor = PiteProcessor(backend.tokenizer, backend.config)
+    pixels = processor.pixel_batch(clips)
+    prompts = {key: value.numpy() for key, value in processor.prompt_batch(questions, [len(clip) for clip in clips]).items()}
+    visual = backend.encode(pixels["pixel_values"].numpy())
+    mask = prompts["attention_mask"]
+    step = backend.prefill(visual, pixels["frame_mask"].numpy(), prompts["input_ids"], mask, prompts["position_ids"])
+    return step, mask, prompts["position_ids"][:, -1:]
+
+
+def advance(
+    backend: GreedyBackend, step: Step, chosen: np.ndarray, mask: np.ndarray, positions: np.ndarray
+) -> tuple[Step, np.ndarray, np.ndarray]:
+    """Feed one token per row (``chosen`` ``(B,)``) after ``step``: the next ``Step``, mask and positions."""
+    mask = np.concatenate([mask, np.ones_like(mask[:, :1])], axis=1)
+    positions = positions + 1
+    return backend.decode(chosen[:, None].astype(np.int64), mask, positions, step.cache), mask, positions
 
 
 def _probability(logits: np.ndarray, chosen: np.ndarray) -> np.ndarray:
