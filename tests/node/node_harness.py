@@ -80,6 +80,8 @@ class NodeHarness:
         self.answers: list[Answer] = []
         self.tracks: list[TrackArray] = []
         self.diagnostics: dict[str, str] = {}
+        self.debug_images: list[Image] = []
+        self.node.create_subscription(Image, "/pite/debug_image", self.debug_images.append, result_qos())
         self.node.create_subscription(Answer, "/pite/answer", self.answers.append, result_qos())
         self.node.create_subscription(TrackArray, "/pite/tracks", self.tracks.append, result_qos())
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, result_qos())

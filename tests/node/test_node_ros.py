@@ -62,6 +62,9 @@ def test_query_answers_with_source_stamps_and_pixels(harness: NodeHarness) -> No
     check_answer_stamps(answer, {time_to_ns(m.header.stamp) for m in published})
     assert time_to_ns(answer.clip_end) == time_to_ns(published[-1].header.stamp)  # the latest clip
     harness.spin_until(lambda: any(a.query_id == answer.query_id for a in harness.answers), what="/pite/answer")
+    harness.spin_until(lambda: harness.debug_images, what="/pite/debug_image")
+    debug = harness.debug_images[-1]
+    assert debug.header == answer.header and (debug.width, debug.height, debug.encoding) == (64, 48, "rgb8")
     assert any(t.query_id == answer.query_id and t.header == answer.header for t in harness.tracks) or not answer.tracks
 
     window = harness.ask("and earlier?", clip_start=published[2].header.stamp, clip_end=published[12].header.stamp)
