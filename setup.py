@@ -61,6 +61,7 @@ setup(
             "pite-node = pite_ros.tools.node:main",
             "pite_node = pite_ros.tools.node:main",
             "pite-query = pite_ros.tools.query:main",
+            "pite-demo = pite_ros.tools.demo:main",
             "pite-play = pite_ros.tools.play:main",
             "pite-export = pite_ros.tools.export:main",
             "pite-bench = pite_ros.tools.bench:main",
