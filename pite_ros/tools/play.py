@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--restamp-loop", type=_flag, default=True, metavar="true|false",
                         help="when looping, keep stamps increasing (true, default) or jump back each pass as a "
                              "real bag loop does (false)")
-    parser.add_argument("--use-bag-stamps", action="store_true", help="stamp with the bag's header stamps, not the clock")
+    parser.add_argument("--use-bag-stamps", action="store_true",
+                        help="stamp with the bag's header stamps, not the clock")
     parser.add_argument("--bag-topic", help="image topic of the bag to play (needed when it has several)")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: no limit)")
     parser.add_argument("--wait-subscribers", type=int, default=0, metavar="N",

@@ -34,7 +34,8 @@ def sampled_frames() -> Clip:
 
 def phrase(text: str, score: float, trajectory) -> PhraseTrack:
     start = TEXT.index(text)
-    return PhraseTrack(text=text, span=(start, start + len(text)), trajectory=np.asarray(trajectory, float), score=score)
+    return PhraseTrack(text=text, span=(start, start + len(text)), trajectory=np.asarray(trajectory, float),
+                       score=score)
 
 
 RED = [
@@ -108,7 +109,8 @@ def test_explicit_clip_window_moves_segments_and_header() -> None:
 def test_a_trajectory_with_the_wrong_number_of_rows_is_named() -> None:
     bad = result()
     bad.phrases = [phrase("the red circle", 0.5, np.zeros((3, 2, 2)))]
-    with pytest.raises(ValueError, match=r"trajectory of 'the red circle' has shape \(3, 2, 2\); expected \(4, points, 2\)"):
+    expected = r"trajectory of 'the red circle' has shape \(3, 2, 2\); expected \(4, points, 2\)"
+    with pytest.raises(ValueError, match=expected):
         to_messages(bad, sampled_frames(), question="q", query_id="q", model_name="m", inference_seconds=0.0)
 
 
