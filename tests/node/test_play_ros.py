@@ -126,14 +126,19 @@ def test_a_looping_bag_jumps_back_resets_the_buffer_and_qos_mismatch_is_loud(ros
     assert rc == 0, err
     assert "QoS INCOMPATIBLE" in err and "RELIABILITY" in err  # the player's side warns too
     buffer = ClipBuffer(jump_back_seconds=0.1)
-    results = []
+    got, results = [], []
     for msg in received:
         stamp = time_to_ns(msg.header.stamp)
         image = image_to_rgb(msg)
         assert msg.header.frame_id == "bag_cam" and stamp in by_stamp
         np.testing.assert_array_equal(image, by_stamp[stamp])  # the bag's pixels and stamps, exactly
+        got.append(stamp)
         results.append(buffer.add(stamp, msg.header.frame_id, image))
-    assert results.count(AddResult.RESET_TIME_JUMP) == jumps() == buffer.counters.resets
+    # Each loop restart (0.2 s back) resets the buffer; a frame lost to best effort may make one
+    # restart a smaller step back, which the buffer then takes as reordering, never as a reset.
+    resets = [i for i, result in enumerate(results) if result is AddResult.RESET_TIME_JUMP]
+    assert resets and len(resets) == buffer.counters.resets and all(got[i] < got[i - 1] for i in resets)
+    assert not {AddResult.RESET_FRAME_ID, AddResult.RESET_SIZE} & set(results)
     clip = buffer.clip()
     assert clip.frame_id == "bag_cam" and set(clip.stamps.tolist()) <= set(stamps)
     assert len(clip.stamps) <= 5  # never frames of two passes in one clip
