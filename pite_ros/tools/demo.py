@@ -17,23 +17,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import rclpy
-import yaml
-from rclpy.action import ActionClient
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from pite_msgs.action import Query as QueryAction
 from pite_msgs.msg import Answer
-from pite_msgs.srv import Query
 from pite_ros.engine.loader import DEFAULT_MODEL_DIR
 from pite_ros.model.temporal import render_time_tokens
+from pite_ros.node.client import NodeProcess, PiteClient
 from pite_ros.node.conversions import time_to_ns
 from pite_ros.node.debug_image import draw_strip
 from pite_ros.node.image_conversion import image_to_rgb
@@ -73,71 +67,26 @@ def make_clip(out: Path, seed: int, world: dict) -> tuple[Path, float, list[Demo
     return video, duration, questions
 
 
-class DemoClient:
-    """The operator's side: frames seen on the topic (for the strip), the service and the action."""
-
-    def __init__(self) -> None:
-        rclpy.init()
-        self.node = Node("pite_demo_client")
-        self.frames: dict[int, np.ndarray] = {}
-        self.node.create_subscription(Image, TOPIC, self._on_image, reliable_qos(50))
-        self.query = self.node.create_client(Query, "/pite/query")
-        self.action = ActionClient(self.node, QueryAction, "/pite/query")
-
-    def _on_image(self, msg: Image) -> None:
-        self.frames[time_to_ns(msg.header.stamp)] = image_to_rgb(msg)
-
-    def spin_until(self, done, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-            rclpy.spin_once(self.node, timeout_sec=0.05)
-
-    def ask(self, question: str, timeout: float) -> Answer:
-        future = self.query.call_async(Query.Request(question=question, return_tracks=True))
-        self.spin_until(future.done, timeout, f"the answer to {question!r}")
-        response = future.result()
-        if not response.success:
-            raise RuntimeError(f"the node refused {question!r}: {response.message}")
-        return response.answer
-
-    def ask_streaming(self, question: str, timeout: float) -> Answer:
-        printed = [""]
-
-        def on_feedback(message) -> None:
-            text = message.feedback.partial_text
-            if text.startswith(printed[0]):
-                print(text[len(printed[0]):], end="", flush=True)
-                printed[0] = text
-
-        goal = self.action.send_goal_async(QueryAction.Goal(question=question, return_tracks=True),
-                                           feedback_callback=on_feedback)
-        self.spin_until(goal.done, timeout, "the goal to be accepted")
-        result = goal.result().get_result_async()
-        self.spin_until(result.done, timeout, "the streamed answer")
-        print()
-        return result.result().result.answer
-
-    def close(self) -> None:
-        self.action.destroy()
-        self.node.destroy_node()
-        rclpy.try_shutdown()
+def start_player(video: Path, log: Path) -> subprocess.Popen:
+    """``pite-play`` publishing ``video`` once, after the node and the demo have subscribed."""
+    return subprocess.Popen([sys.executable, "-m", "pite_ros.tools.play", str(video), "--topic", TOPIC, "--frame-id",
+                             FRAME_ID, "--wait-subscribers", "2"], stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def start(command: list[str], log: Path) -> subprocess.Popen:
-    handle = log.open("w")
-    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+def print_streaming(client: PiteClient, question: str, timeout: float) -> Answer:
+    """Ask through the action, printing the answer token by token as it is generated."""
+    printed = [""]
 
+    def on_text(text: str) -> None:
+        if text.startswith(printed[0]):
+            print(text[len(printed[0]):], end="", flush=True)
+            printed[0] = text
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    result = client.ask_streaming(question, on_text, timeout)
+    print()
+    if not result.result.success:
+        raise RuntimeError(f"the node could not answer {question!r}: {result.result.message}")
+    return result.result.answer
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -150,34 +99,38 @@ def run_demo(args: argparse.Namespace) -> int:
     video, duration, questions = make_clip(out / "clip", args.seed, world)
     params = {"model_path": str(model_dir), "engine": args.engine, "image_topic": TOPIC, "image_qos": "reliable",
               "clip_seconds": duration + 1.0, "continuous": True, "rate_hz": 0.5, "max_new_tokens": 64}
-    (out / "params.yaml").write_text(yaml.safe_dump({"pite_node": {"ros__parameters": params}}))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     print(f"[2/4] starting pite-node ({args.engine} engine, model {model_dir}) and pite-play {video.name} "
           f"({duration:.1f} s) on {TOPIC}; logs in {out}")
-    node = start([sys.executable, "-m", "pite_ros.tools.node", "--params", str(out / "params.yaml")], out / "node.log")
-    client = DemoClient()
+    node = NodeProcess(out, params)
+    client = PiteClient("pite_demo_client", watch=node)
+    frames: dict[int, np.ndarray] = {}
+    client.subscribe(Image, TOPIC, lambda msg: frames.__setitem__(time_to_ns(msg.header.stamp), image_to_rgb(msg)),
+                     reliable_qos(50))
     player = None
     try:
-        client.spin_until(lambda: client.query.service_is_ready(), 60, "the node's /pite/query service")
-        player = start([sys.executable, "-m", "pite_ros.tools.play", str(video), "--topic", TOPIC, "--frame-id",
-                        FRAME_ID, "--wait-subscribers", "2"], out / "player.log")
+        client.wait_active()
+        player = start_player(video, out / "player.log")
         client.spin_until(lambda: player.poll() is not None, duration + 90, "the clip to be played")
         if player.returncode != 0:
             raise RuntimeError(f"pite-play failed (see {out / 'player.log'})")
-        client.spin_until(lambda: len(client.frames) > 0, 10, "frames on the topic")
-        print(f"[3/4] the clip was published ({len(client.frames)} frames); asking {len(questions)} questions")
+        client.spin_until(lambda: len(frames) > 0, 10, "frames on the topic")
+        print(f"[3/4] the clip was published ({len(frames)} frames); asking {len(questions)} questions")
         caption = None
         for index, item in enumerate(questions):
             print(f"\n--- {item.kind}: {item.prompt}")
             if index == 1:
                 print("streamed: ", end="")
-                answer = client.ask_streaming(item.prompt, args.timeout)
+                answer = print_streaming(client, item.prompt, args.timeout)
             else:
-                answer = client.ask(item.prompt, args.timeout)
+                response = client.request(item.prompt, timeout=args.timeout)
+                if not response.success:
+                    raise RuntimeError(f"the node refused {item.prompt!r}: {response.message}")
+                answer = response.answer
             print(format_answer(answer))
             print(f"reference: {item.reference}")
             caption = caption or answer
-        strip = draw_strip(client.frames, caption)
+        strip = draw_strip(frames, caption)
         if strip.shape[0] < 300:  # small synthetic frames: enlarge for the eye, pixels kept sharp
             factor = int(np.ceil(300 / strip.shape[0]))
             strip = cv2.resize(strip, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
@@ -186,14 +139,14 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"\n[4/4] wrote {png}: the clip with the caption's trajectories")
         return 0
     except (TimeoutError, RuntimeError) as error:
-        print(f"pite-demo: {error}\n--- node log (last lines):\n{(out / 'node.log').read_text()[-2000:]}",
-              file=sys.stderr)
+        print(f"pite-demo: {error}", file=sys.stderr)
         return 1
     finally:
         client.close()
-        for process in (player, node):
-            if process is not None:
-                stop(process)
+        if player is not None and player.poll() is None:
+            player.terminate()
+            player.wait()
+        node.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

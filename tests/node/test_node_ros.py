@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from node_harness import NodeHarness, rgb_image, save_tiny_model  # noqa: E402
 
 from pite_msgs.action import Query as QueryAction  # noqa: E402
+from pite_msgs.srv import Query  # noqa: E402
 from pite_ros.node.conversions import time_to_ns  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -124,7 +125,7 @@ def test_malformed_images_and_time_going_back_never_break_the_node(harness: Node
 def test_a_flood_of_queries_is_bounded_and_later_queries_are_answered(harness: NodeHarness) -> None:
     harness.publish(frames(T0, 20))
     harness.spin_until(harness.query.service_is_ready, what="/pite/query")
-    futures = [harness.query.call_async(type(harness.query.srv_type.Request())(question=f"q{i}?")) for i in range(8)]
+    futures = [harness.query.call_async(Query.Request(question=f"q{i}?")) for i in range(8)]
     harness.spin_until(lambda: all(f.done() for f in futures), what="the flood to be answered or rejected")
     responses = [f.result() for f in futures]
     rejected = [r for r in responses if not r.success]
