@@ -8,6 +8,7 @@ images, waiting on futures with deadlines rather than sleeping.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -27,6 +28,17 @@ from pite_msgs.action import Query as QueryAction
 from pite_msgs.msg import Answer, TrackArray
 from pite_msgs.srv import Query
 from pite_ros.node.qos import result_qos
+
+LARGE_IMAGE_PROFILE = Path(__file__).resolve().parents[1] / "configs" / "fastdds_large_images.xml"
+
+
+def use_large_image_transport() -> None:
+    """Let camera-size images cross processes under best-effort QoS (see the profile's comment).
+
+    Sets FASTDDS_DEFAULT_PROFILES_FILE for this process and the ones it starts, unless the
+    user has chosen a profile; call before rclpy is initialised.
+    """
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(LARGE_IMAGE_PROFILE))
 
 
 class NodeProcess:

@@ -27,7 +27,7 @@ from sensor_msgs.msg import Image
 from pite_msgs.msg import Answer
 from pite_ros.engine.loader import DEFAULT_MODEL_DIR
 from pite_ros.model.temporal import render_time_tokens
-from pite_ros.node.client import NodeProcess, PiteClient
+from pite_ros.node.client import NodeProcess, PiteClient, use_large_image_transport
 from pite_ros.node.conversions import time_to_ns
 from pite_ros.node.debug_image import draw_strip
 from pite_ros.node.image_conversion import image_to_rgb
@@ -100,6 +100,7 @@ def run_demo(args: argparse.Namespace) -> int:
     params = {"model_path": str(model_dir), "engine": args.engine, "image_topic": TOPIC, "image_qos": "reliable",
               "clip_seconds": duration + 1.0, "continuous": True, "rate_hz": 0.5, "max_new_tokens": 64}
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    use_large_image_transport()
     print(f"[2/4] starting pite-node ({args.engine} engine, model {model_dir}) and pite-play {video.name} "
           f"({duration:.1f} s) on {TOPIC}; logs in {out}")
     node = NodeProcess(out, params)
