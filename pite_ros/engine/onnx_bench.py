@@ -1,0 +1,294 @@
+"""Engine benchmark: torch eager vs ONNX Runtime fp32 vs int8, same inputs, same run.
+
+The model is a checkpoint directory (the shipped default model, one given, or a preset with
+random weights built here). It is exported once (``export_onnx`` with ``int8``; reused when
+the work directory already holds an export of the same weights), then each engine runs in a
+fresh process of its own, so its peak resident memory is its own and no engine warms
+another's caches. Every engine answers the same synthetic clips
+(``onnx_parity.probes``, seeded) through the shared greedy loop with the default phrase
+finder, as ``Engine.answer`` does; a ``TimedBackend`` around the runtime times its parts:
+
+- ``vision_ms``: the vision graph / ``encode_frames`` on one clip of N frames;
+- ``prefill_ms``: the decoder over the prompt with the visual tokens spliced in;
+- ``decode_ms_per_token``: one decoder step with the KV cache (median over all steps);
+- ``e2e_ms``: the whole answer: preprocessing, vision, prefill, decoding, noun phrases,
+  trajectories and segments;
+- ``rss_peak_mb``: peak resident memory of the engine's process (``VmHWM``); ``rss_model_mb``:
+  the peak minus the resident memory after imports and the phrase finder's start (torch,
+  onnxruntime, transformers and spaCy are imported by every engine's process alike).
+Times are medians over ``repeats`` × ``clips`` answers after one warm-up answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pite_ros.engine.onnx_manifest import MANIFEST_NAME, sha256_file
+from pite_ros.model.checkpoint import WEIGHTS_NAME, CheckpointError
+
+ENGINES = ("torch", "onnx-fp32", "onnx-int8")
+BENCH_SEED = 11
+HELD_OUT = 12  # held-out clips for the int8 agreement (the export default is 6; more tokens, a steadier share)
+GOALS = {"onnx_fp32_e2e_speedup": 1.5, "onnx_int8_e2e_speedup": 2.5, "int8_token_agreement": 0.95}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    threads: int = 2  # torch intra-op threads and ONNX Runtime intra-op threads alike
+    repeats: int = 3
+    clips: int = 3
+    max_new_tokens: int | None = None  # None: the model's config
+    frame_size: tuple[int, int] = (240, 320)  # height, width of the camera frames fed in
+
+
+class TimedBackend:
+    """A ``GreedyBackend`` that times the runtime it wraps (milliseconds per call)."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.config, self.tokenizer = backend, backend.config, backend.tokenizer
+        self.times: dict[str, list[float]] = {"encode": [], "prefill": [], "decode": []}
+
+    def _timed(self, name: str, function, *args):
+        start = time.perf_counter()
+        result = function(*args)
+        self.times[name].append(1000 * (time.perf_counter() - start))
+        return result
+
+    def encode(self, pixel_values):
+        return self._timed("encode", self.backend.encode, pixel_values)
+
+    def prefill(self, *args):
+        return self._timed("prefill", self.backend.prefill, *args)
+
+    def decode(self, *args):
+        return self._timed("decode", self.backend.decode, *args)
+
+    def trajectory(self, hidden):
+        return self.backend.trajectory(hidden)
+
+
+def build_random_checkpoint(preset: str, directory: Path) -> Path:
+    """A checkpoint of ``preset`` with random weights (seed 0) and a word-level tokenizer padded
+    with filler words to the preset's vocabulary size (so the LM head has its real width)."""
+    import torch
+
+    from pite_ros.engine.onnx_parity import QUESTIONS
+    from pite_ros.model import build_model, build_tokenizer, load_config
+
+    config = load_config(preset)
+    words = sorted({word.strip("?.") for question in QUESTIONS for word in question.split()} | {".", ",", "?"})
+    base = len(build_tokenizer(words, config.num_time_bins))
+    filler = [f"w{index}" for index in range(max(0, config.text_config.vocab_size - base))]
+    torch.manual_seed(0)
+    model = build_model(config, build_tokenizer(words + filler, config.num_time_bins))
+    model.save_pretrained(directory)
+    return directory
+
+
+def ensure_export(checkpoint: Path, directory: Path) -> dict[str, Any]:
+    """Export ``checkpoint`` with its int8 variant into ``directory`` unless an export of the same
+    weights, quantised the same way, is there; returns what the report says about the export."""
+    from pite_ros.engine.export import REDUCTIONS, export_onnx
+
+    if not (checkpoint / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"{checkpoint / WEIGHTS_NAME}: missing (not a checkpoint directory)")
+    weights = sha256_file(checkpoint / WEIGHTS_NAME)
+    manifest_path, int8_manifest = directory / MANIFEST_NAME, directory / "int8" / MANIFEST_NAME
+    if manifest_path.is_file() and int8_manifest.is_file():
+        manifest, int8 = json.loads(manifest_path.read_text()), json.loads(int8_manifest.read_text())
+        if manifest.get("source", {}).get("weights_sha256") == weights and int8.get("reduction") == REDUCTIONS["int8"]:
+            agreement = int8["agreement"]
+            return {"reused": True, "directory": str(directory), "parity": _parity_summary(manifest["parity"]),
+                    "int8_agreement": agreement}
+    result = export_onnx(checkpoint, directory, int8=True, held_out=HELD_OUT)
+    return {"reused": False, "directory": str(directory), "seconds": result.seconds,
+            "parity": _parity_summary(result.parity), "int8_agreement": result.agreement["int8"]}
+
+
+def _parity_summary(parity: dict) -> dict:
+    return {"passed": parity["passed"], "max_abs_diff": parity["max_abs_diff"], "greedy_identical": parity["greedy_identical"]}
+
+
+def run_benchmark(checkpoint: Path, export_dir: Path, source: str, settings: BenchSettings,
+                  engines: tuple[str, ...] = ENGINES) -> dict[str, Any]:
+    """Export (or reuse), measure every engine in its own process, and compare (see the module doc)."""
+    export = ensure_export(checkpoint, export_dir)
+    machine = _machine(settings)
+    paths = {"torch": checkpoint, "onnx-fp32": export_dir, "onnx-int8": export_dir / "int8"}
+    measured = {}
+    for kind in engines:
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            measured[kind] = pool.submit(measure_engine, kind, str(paths[kind]), settings).result()
+    machine["load_average_1min_end"] = os.getloadavg()[0]
+    report = {"model": _describe_model(checkpoint, source), "machine": machine, "settings": asdict(settings),
+              "export": export, "engines": measured}
+    report["comparison"] = compare(measured, export)
+    return report
+
+
+def measure_engine(kind: str, path: str, settings: BenchSettings) -> dict[str, Any]:
+    """Load one engine and time it (runs in a fresh process: see ``run_benchmark``)."""
+    import torch  # noqa: F401  (imported by every engine: part of the common baseline)
+
+    from pite_ros.engine.onnx_parity import probes
+    from pite_ros.model.generation import TorchBackend, default_phrase_fn, generate
+
+    phrase_fn = default_phrase_fn()
+    phrase_fn("a phrase finder warmed up before the baseline.")
+    baseline = _rss_mb("VmRSS")
+    start = time.perf_counter()
+    if kind == "torch":
+        from pite_ros.engine.torch_engine import TorchEngine
+
+        engine = TorchEngine(path, num_threads=settings.threads)
+        backend = TorchBackend(engine.model)
+    else:
+        from pite_ros.engine.onnx_engine import OnnxEngine
+
+        engine = OnnxEngine(path, providers=["cpu"], num_threads=settings.threads)
+        backend = engine.backend
+    load_s = time.perf_counter() - start
+    clips = probes(backend.config, settings.clips, BENCH_SEED, settings.frame_size)
+    limit = settings.max_new_tokens or backend.config.max_new_tokens
+
+    def answer(runtime, clip):
+        return generate(runtime, [clip.frames], [clip.question], [clip.duration], max_new_tokens=limit, phrase_fn=phrase_fn)[0]
+
+    answer(backend, clips[0])  # warm-up
+    timed, e2e, answers = TimedBackend(backend), [], []
+    for repeat in range(settings.repeats):
+        for clip in clips:
+            start = time.perf_counter()
+            result = answer(timed, clip)
+            e2e.append(1000 * (time.perf_counter() - start))
+            if repeat == 0:
+                answers.append(result.token_ids)
+    peak = _rss_mb("VmHWM")
+    return {
+        "path": path, "load_s": load_s, "frames": int(clips[0].frames.shape[0]),
+        "vision_ms": statistics.median(timed.times["encode"]), "prefill_ms": statistics.median(timed.times["prefill"]),
+        "decode_ms_per_token": statistics.median(timed.times["decode"]) if timed.times["decode"] else float("nan"),
+        "e2e_ms": statistics.median(e2e), "tokens_per_answer": float(np.mean([len(ids) for ids in answers])),
+        "rss_peak_mb": peak, "rss_model_mb": peak - baseline, "token_ids": answers,
+    }
+
+
+def compare(measured: dict[str, dict], export: dict) -> dict[str, Any]:
+    """Speed-ups over torch (torch time / engine time), peak-memory ratios, answers identical to
+    torch's, position-wise token agreement of the free-running answers (same token at the same
+    position, over the longer answer's length), and whether the goals are met (``GOALS``; the
+    int8 agreement goal is read from the export's teacher-forced report)."""
+    reference = measured.get("torch")
+    comparison: dict[str, Any] = {}
+    if reference is None:
+        return comparison
+    for kind, values in measured.items():
+        if kind == "torch":
+            continue
+        pairs = [(a, b) for ours, theirs in zip(values["token_ids"], reference["token_ids"]) for a, b in zip(ours, theirs)]
+        longest = sum(max(len(ours), len(theirs)) for ours, theirs in zip(values["token_ids"], reference["token_ids"]))
+        comparison[kind] = {
+            **{f"{name}_speedup": reference[name] / values[name] for name in ("vision_ms", "prefill_ms", "decode_ms_per_token", "e2e_ms")},
+            "rss_peak_ratio": values["rss_peak_mb"] / reference["rss_peak_mb"],
+            "answers_identical": f"{sum(a == b for a, b in zip(values['token_ids'], reference['token_ids']))}/{len(values['token_ids'])}",
+            "token_agreement_positionwise": sum(a == b for a, b in pairs) / max(1, longest),
+        }
+    goals = {}
+    if "onnx-fp32" in comparison:
+        goals["onnx_fp32_e2e_speedup"] = comparison["onnx-fp32"]["e2e_ms_speedup"]
+    if "onnx-int8" in comparison:
+        goals["onnx_int8_e2e_speedup"] = comparison["onnx-int8"]["e2e_ms_speedup"]
+    goals["int8_token_agreement"] = export["int8_agreement"].get("token_agreement", float("nan"))
+    comparison["goals"] = {name: {"value": value, "goal": GOALS[name], "met": bool(value >= GOALS[name])} for name, value in goals.items()}
+    return comparison
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The table printed by ``pite-bench engine``."""
+    model, engines = report["model"], report["engines"]
+    frames = next(iter(engines.values()))["frames"] if engines else 0
+    lines = [
+        f"model: {model['source']} ({model['parameters'] / 1e6:.1f} M parameters, {model['checkpoint']})",
+        f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['settings']['threads']} threads, "
+        f"load average {report['machine']['load_average_1min']:.1f} before / "
+        f"{report['machine']['load_average_1min_end']:.1f} after the runs (other work on the machine slows every engine); "
+        f"torch {report['machine']['torch']}, onnxruntime {report['machine']['onnxruntime']}",
+        f"export: {'reused' if report['export']['reused'] else 'made'} at {report['export']['directory']}; parity "
+        f"{'passed' if report['export']['parity']['passed'] else 'FAILED'}",
+        "",
+        f"{'engine':<11}{'load s':>8}{f'vision ms ({frames} fr)':>20}{'prefill ms':>12}{'decode ms/tok':>15}"
+        f"{'answer ms':>11}{'tokens':>8}{'peak RSS MB':>13}{'model RSS MB':>14}",
+    ]
+    for kind, values in engines.items():
+        lines.append(f"{kind:<11}{values['load_s']:>8.2f}{values['vision_ms']:>20.1f}{values['prefill_ms']:>12.1f}"
+                     f"{values['decode_ms_per_token']:>15.2f}{values['e2e_ms']:>11.1f}{values['tokens_per_answer']:>8.1f}"
+                     f"{values['rss_peak_mb']:>13.0f}{values['rss_model_mb']:>14.0f}")
+    comparison = report["comparison"]
+    kinds = [kind for kind in engines if kind in comparison]
+    if kinds:
+        lines += ["", f"{'vs torch':<11}{'vision':>9}{'prefill':>9}{'decode':>9}{'answer':>9}{'peak RSS':>10}{'same answers':>14}"]
+        for kind in kinds:
+            values = comparison[kind]
+            lines.append(f"{kind:<11}{values['vision_ms_speedup']:>8.2f}x{values['prefill_ms_speedup']:>8.2f}x"
+                         f"{values['decode_ms_per_token_speedup']:>8.2f}x{values['e2e_ms_speedup']:>8.2f}x"
+                         f"{values['rss_peak_ratio']:>9.2f}x{values['answers_identical']:>14}")
+    agreement = report["export"]["int8_agreement"]
+    if agreement.get("measured"):
+        lines.append(f"\nint8 greedy-token agreement with torch (held-out clips, teacher forced): "
+                     f"{agreement['token_agreement']:.1%} over {agreement['tokens']} tokens; logits max abs diff "
+                     f"{agreement['logits_max_abs_diff']:.3g}")
+    for name, goal in comparison.get("goals", {}).items():
+        lines.append(f"goal {name} >= {goal['goal']}: {goal['value']:.2f} -> {'met' if goal['met'] else 'NOT met'}")
+    return "\n".join(lines)
+
+
+def _describe_model(checkpoint: Path, source: str) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / WEIGHTS_NAME), framework="np") as handle:
+        parameters = sum(int(np.prod(handle.get_slice(name).get_shape())) for name in handle.keys())
+    return {"source": source, "checkpoint": str(checkpoint), "parameters": parameters}
+
+
+def _machine(settings: BenchSettings) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": settings.threads, "load_average_1min": os.getloadavg()[0],
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def _rss_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MB, from ``/proc/self/status``.
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries it over ``exec``, so a spawned worker would
+    report its parent's peak (here the export's); ``VmHWM`` starts afresh with the new image.
+    Systems without ``/proc`` fall back to ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

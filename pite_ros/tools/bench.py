@@ -1,0 +1,93 @@
+"""``pite-bench``: benchmarks, one sub-command each.
+
+``pite-bench engine [--model DIR | --preset NAME]``: torch eager vs ONNX Runtime fp32 vs int8
+on the same clips in one run (``pite_ros.engine.onnx_bench``): vision, prefill, decode per
+token, whole answer, peak memory, ratios and goals; a table and a JSON report. Without
+``--model`` or ``--preset``: the shipped default model when it exists, else the ``tiny``
+preset with random weights (the output says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pite-bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    engine = commands.add_parser("engine", help="torch eager vs ONNX Runtime fp32 vs int8 (CPU)")
+    which = engine.add_mutually_exclusive_group()
+    which.add_argument("--model", type=Path, help="checkpoint directory")
+    which.add_argument("--preset", help="a config preset (e.g. tiny, bench-400m) with random weights built here")
+    engine.add_argument("--work-dir", type=Path,
+                        help="keep the checkpoint and export here and reuse them next time (default: a temporary directory)")
+    engine.add_argument("--json", type=Path, help="write the JSON report here (default: <work dir>/bench-engine.json)")
+    engine.add_argument("--threads", type=int, default=2, help="intra-op threads for every engine (default %(default)s)")
+    engine.add_argument("--repeats", type=int, default=3, help="passes over the clips (default %(default)s)")
+    engine.add_argument("--clips", type=int, default=3, help="synthetic clips answered per pass (default %(default)s)")
+    engine.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the model's)")
+    engine.add_argument("--engines", default="torch,onnx-fp32,onnx-int8", help="comma-separated subset (default %(default)s)")
+    args = parser.parse_args(argv)
+    if min(args.threads, args.repeats, args.clips) < 1:
+        parser.error("--threads, --repeats and --clips must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "engine":
+        return engine_command(args)
+    return 2
+
+
+def engine_command(args: argparse.Namespace) -> int:
+    from pite_ros.engine.base import EngineError
+    from pite_ros.engine.loader import DEFAULT_MODEL_DIR
+    from pite_ros.engine.onnx_bench import ENGINES, BenchSettings, build_random_checkpoint, format_report, run_benchmark
+    from pite_ros.model.checkpoint import CheckpointError
+    from pite_ros.model.config import ConfigError
+
+    engines = tuple(name.strip() for name in args.engines.split(",") if name.strip())
+    if not engines or set(engines) - set(ENGINES):
+        print(f"pite-bench: --engines must be a subset of {','.join(ENGINES)}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="pite-bench-") as temporary:
+        work = args.work_dir or Path(temporary)
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            if args.model:
+                checkpoint, source = args.model, f"given model {args.model}"
+            elif args.preset or not (DEFAULT_MODEL_DIR / "config.json").is_file():
+                preset = args.preset or "tiny"
+                checkpoint = work / f"{preset}-random"
+                source = f"preset {preset}, random weights (" + ("asked for" if args.preset else "no shipped default model") + ")"
+                if not (checkpoint / "model.safetensors").is_file():
+                    build_random_checkpoint(preset, checkpoint)
+            else:
+                checkpoint, source = DEFAULT_MODEL_DIR, "shipped default model"
+            print(f"pite-bench engine: {source}", flush=True)
+            settings = BenchSettings(threads=args.threads, repeats=args.repeats, clips=args.clips,
+                                     max_new_tokens=args.max_new_tokens)
+            report = run_benchmark(checkpoint, work / f"{checkpoint.name}-onnx", source, settings, engines)
+        except (CheckpointError, ConfigError, EngineError) as error:
+            print(f"pite-bench: {error}", file=sys.stderr)
+            return 2
+        print(format_report(report))
+        path = args.json or work / "bench-engine.json"
+        if args.json or args.work_dir:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"JSON report: {path}")
+        else:
+            print(json.dumps(report["comparison"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
