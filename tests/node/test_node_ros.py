@@ -31,7 +31,11 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def harness(ros_domain: int, tmp_path: Path, model_dir: Path, request: pytest.FixtureRequest):
     params = getattr(request, "param", {})
     node = NodeHarness(tmp_path, model_dir, **params)
-    node.wait_active()
+    try:
+        node.wait_active()
+    except BaseException:
+        node.close()  # never leave a node process behind
+        raise
     yield node
     node.close()
 
