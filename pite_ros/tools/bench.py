@@ -5,6 +5,11 @@ on the same clips in one run (``pite_ros.engine.onnx_bench``): vision, prefill, 
 token, whole answer, peak memory, ratios and goals; a table and a JSON report. Without
 ``--model`` or ``--preset``: the shipped default model when it exists, else the ``tiny``
 preset with random weights (the output says which).
+
+``pite-bench node [--model DIR] [--engines torch,onnx]``: the node as it runs
+(``pite_ros.node.benchmark``): image-callback cost per frame at 640x480 and 1920x1080,
+frames dropped from a 30 Hz camera while questions are answered back to back, query
+latency p50/p95 per engine, and the continuous-mode publish rate.
 """
 
 from __future__ import annotations
@@ -32,8 +37,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     engine.add_argument("--clips", type=int, default=3, help="synthetic clips answered per pass (default %(default)s)")
     engine.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the model's)")
     engine.add_argument("--engines", default="torch,onnx-fp32,onnx-int8", help="comma-separated subset (default %(default)s)")
+    node = commands.add_parser("node", help="ingest cost, frames dropped at 30 Hz, query latency, continuous rate")
+    node.add_argument("--model", type=Path, help="checkpoint directory (default: the shipped default model)")
+    node.add_argument("--engines", default="torch,onnx", help="comma-separated: torch, onnx (default %(default)s)")
+    node.add_argument("--seconds", type=float, default=20.0, help="measuring window per engine (default %(default)s)")
+    node.add_argument("--threads", type=int, default=0, help="engine threads in the node (0: engine default)")
+    node.add_argument("--work-dir", type=Path, help="node logs and the ONNX export (default: a temporary directory)")
+    node.add_argument("--json", type=Path, help="write the JSON report here")
     args = parser.parse_args(argv)
-    if min(args.threads, args.repeats, args.clips) < 1:
+    if args.command == "engine" and min(args.threads, args.repeats, args.clips) < 1:
         parser.error("--threads, --repeats and --clips must be at least 1")
     return args
 
@@ -43,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "engine":
         return engine_command(args)
-    return 2
+    return node_command(args)
 
 
 def engine_command(args: argparse.Namespace) -> int:
@@ -86,6 +98,44 @@ def engine_command(args: argparse.Namespace) -> int:
             print(f"JSON report: {path}")
         else:
             print(json.dumps(report["comparison"], indent=2))
+    return 0
+
+
+def node_command(args: argparse.Namespace) -> int:
+    from pite_ros.engine.base import EngineError
+    from pite_ros.engine.export import export_onnx
+    from pite_ros.engine.loader import default_model_dir
+    from pite_ros.node.client import use_large_image_transport
+
+    use_large_image_transport()  # before rclpy starts here or in the node process
+    from pite_ros.node.benchmark import continuous_rate, format_node_report, ingest_costs, live_run
+
+    engines = [name.strip() for name in args.engines.split(",") if name.strip()]
+    if not engines or set(engines) - {"torch", "onnx"}:
+        print("pite-bench: --engines must be a subset of torch,onnx", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="pite-bench-node-") as temporary:
+        work = args.work_dir or Path(temporary)
+        try:
+            model = args.model or default_model_dir()
+            print(f"pite-bench node: model {model}", flush=True)
+            report = {"model": str(model), "ingest": ingest_costs(), "live": [], "continuous": []}
+            for engine in engines:
+                model_dir = model
+                if engine == "onnx":
+                    model_dir = work / "onnx"
+                    if not (model_dir / "manifest.json").is_file():
+                        export_onnx(model, model_dir)
+                report["live"].append(live_run(model_dir, engine, work, seconds=args.seconds, threads=args.threads))
+                report["continuous"].append(continuous_rate(model_dir, engine, work, threads=args.threads))
+        except (EngineError, TimeoutError, RuntimeError) as error:
+            print(f"pite-bench: {error}", file=sys.stderr)
+            return 2
+        print(format_node_report(report))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"JSON report: {args.json}")
     return 0
 
 
