@@ -95,7 +95,8 @@ def export_onnx(
     specs = export_graphs(model, out_dir, opset)
     np.save(out_dir / "embeddings.npy", model.causal_lm().get_input_embeddings().weight.detach().numpy())
     model.config.save_pretrained(out_dir)
-    tokenizer_files = sorted(Path(name).name for name in model.tokenizer.save_pretrained(out_dir) if Path(name).is_file())
+    saved = [Path(name) for name in model.tokenizer.save_pretrained(out_dir)]
+    tokenizer_files = sorted(path.name for path in saved if path.is_file())
     seconds["export"] = time.perf_counter() - clock
     num_layers, heads, head_dim = kv_shape(model)
     manifest = {
@@ -106,9 +107,10 @@ def export_onnx(
         "opset": opset,
         "config": json.loads(model.config.to_json_string()),
         "tokenizer_files": tokenizer_files,
-        "graphs": {name: {"file": spec.file, "inputs": spec.inputs, "outputs": spec.outputs} for name, spec in specs.items()},
-        "embeddings": {"file": "embeddings.npy", "shape": [model.config.text_config.vocab_size, model.config.hidden_size],
-                       "dtype": "float32"},
+        "graphs": {name: {"file": spec.file, "inputs": spec.inputs, "outputs": spec.outputs}
+                   for name, spec in specs.items()},
+        "embeddings": {"file": "embeddings.npy", "dtype": "float32",
+                       "shape": [model.config.text_config.vocab_size, model.config.hidden_size]},
         "kv_cache": {"num_layers": num_layers, "num_kv_heads": heads, "head_dim": head_dim,
                      "layout": "(batch, kv_heads, past, head_dim)"},
         "variants": {},
@@ -132,8 +134,8 @@ def export_onnx(
         result.variants[name], result.agreement[name] = directory, report
         result.seconds[name] = time.perf_counter() - clock
         if report.get("token_agreement", 1.0) < min_agreement:
-            raise ExportError(f"{directory}: greedy-token agreement {report['token_agreement']:.1%} with torch is below "
-                              f"the required {min_agreement:.1%} (report: {directory / 'agreement.json'})")
+            raise ExportError(f"{directory}: greedy-token agreement {report['token_agreement']:.1%} with torch is "
+                              f"below the required {min_agreement:.1%} (report: {directory / 'agreement.json'})")
     return result
 
 
@@ -148,7 +150,8 @@ def _write_variant(
     for file in reduced:
         convert(out_dir / file, directory / file)
     for source in sorted(out_dir.iterdir()):
-        if source.is_file() and source.name not in (MANIFEST_NAME, "parity.json") and not _belongs_to(source.name, reduced):
+        shared = source.name not in (MANIFEST_NAME, "parity.json") and not _belongs_to(source.name, reduced)
+        if source.is_file() and shared:
             _link_or_copy(source, directory / source.name)
     variant = {**manifest, "variant": name, "variants": {}, "reduction": REDUCTIONS[name]}
     try:

@@ -16,6 +16,7 @@ I/O) and fp16 exports.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from pite_ros.model.config import ConfigError, PiteConfig, load_config
 from pite_ros.model.generation import Step, generate
 from pite_ros.model.tokenizer import check_tokenizer
 from pite_ros.types import AnswerResult
+
+log = logging.getLogger(__name__)
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
                 "tensor(int32)": np.int32, "tensor(double)": np.float64}
@@ -76,12 +79,14 @@ class OrtBackend:
         slots = input_ids == self.config.video_token_id
         real = frame_mask if self.config.visual_encoding == "pite" else np.ones(visual.shape[:2], bool)
         if not np.array_equal(slots.sum(1), real.sum(1)):
-            raise ValueError(f"visual tokens per row {real.sum(1).tolist()} != <video> positions per row {slots.sum(1).tolist()}")
+            raise ValueError(f"visual tokens per row {real.sum(1).tolist()} != <video> positions per row "
+                             f"{slots.sum(1).tolist()}")
         embeds[slots] = visual[real]
         return embeds
 
     def prefill(self, visual, frame_mask, input_ids, attention_mask, position_ids) -> Step:
-        outputs, cache = self.run_decoder(self.splice(visual, frame_mask, input_ids), attention_mask, position_ids, None)
+        embeds = self.splice(visual, frame_mask, input_ids)
+        outputs, cache = self.run_decoder(embeds, attention_mask, position_ids, None)
         return self._step(outputs, cache)
 
     def decode(self, token_ids, attention_mask, position_ids, cache) -> Step:
@@ -133,7 +138,12 @@ class OnnxEngine:
     """
 
     def __init__(
-        self, model_dir: str | Path, *, providers: list[str] | None = None, num_threads: int = 0, inter_op_threads: int = 0
+        self,
+        model_dir: str | Path,
+        *,
+        providers: list[str] | None = None,
+        num_threads: int = 0,
+        inter_op_threads: int = 0,
     ) -> None:
         directory = Path(model_dir)
         manifest = read_manifest(directory)
@@ -143,6 +153,9 @@ class OnnxEngine:
                                   session_options(num_threads, inter_op_threads))
         self.variant = manifest["variant"]
         self.name = manifest["model_name"] + ("" if self.variant == "fp32" else f"-{self.variant}")
+        if self.variant == "fp16" and self.backend.device == "cpu":
+            log.warning("%s: an fp16 export on the CPU provider runs slowly (float16 kernels are few there); "
+                        "the fp32 or int8 export is the one for CPUs", directory)
         self.num_frames = int(config.num_frames)
 
     def answer(
@@ -156,7 +169,8 @@ class OnnxEngine:
     ) -> AnswerResult:
         if self.backend is None:
             raise EngineError(f"engine {self.name} is closed")
-        return generate(self.backend, [frames], [question], [duration], max_new_tokens=max_new_tokens, on_token=on_token)[0]
+        return generate(self.backend, [frames], [question], [duration], max_new_tokens=max_new_tokens,
+                        on_token=on_token)[0]
 
     def close(self) -> None:
         self.backend = None

@@ -110,11 +110,14 @@ def kv_shape(model: PiteForConditionalGeneration) -> tuple[int, int, int]:
     return int(text.num_hidden_layers), int(keys.shape[1]), int(keys.shape[3])
 
 
-def export_graphs(model: PiteForConditionalGeneration, directory: Path, opset: int = DEFAULT_OPSET) -> dict[str, GraphSpec]:
+def export_graphs(
+    model: PiteForConditionalGeneration, directory: Path, opset: int = DEFAULT_OPSET
+) -> dict[str, GraphSpec]:
     """Write ``vision.onnx``, ``decoder.onnx`` and ``projector.onnx`` for a float32 ``model`` into ``directory``."""
     if model.dtype != torch.float32:
         raise ValueError(f"export a float32 model (got {model.dtype}); variants are made from the float32 graphs")
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # "torchvision is not installed"
+    # quiet the exporter's "torchvision is not installed" warnings
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     model.eval()
     config = model.config
     dynamic = torch.export.Dim.DYNAMIC
@@ -137,8 +140,8 @@ def export_graphs(model: PiteForConditionalGeneration, directory: Path, opset: i
         *[torch.randn(batch, heads, past, head_dim) for _ in range(2 * num_layers)],
     )
     axes = {0: dynamic, 1: dynamic}
-    specs["decoder"] = GraphSpec("decoder.onnx", ["inputs_embeds", "attention_mask", "position_ids", *past_names(num_layers)],
-                                 [*DECODER_OUTPUTS, *present_names(num_layers)])
+    inputs = ["inputs_embeds", "attention_mask", "position_ids", *past_names(num_layers)]
+    specs["decoder"] = GraphSpec("decoder.onnx", inputs, [*DECODER_OUTPUTS, *present_names(num_layers)])
     _export(DecoderGraph(model), example, directory / "decoder.onnx", specs["decoder"],
             {"inputs_embeds": axes, "attention_mask": axes, "position_ids": axes,
              "past": tuple({0: dynamic, 2: dynamic} for _ in range(2 * num_layers))}, opset)

@@ -62,7 +62,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise EngineError(f"{path}: not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise EngineError(f"{path}: format version {manifest.get('format_version')}, this engine reads {FORMAT_VERSION}")
+        raise EngineError(f"{path}: format version {manifest.get('format_version')}, this engine reads "
+                          f"{FORMAT_VERSION}")
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise EngineError(f"{path}: lists no file hashes")
@@ -74,9 +75,10 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             raise EngineError(f"{file}: missing from the ONNX export (listed in {MANIFEST_NAME})")
         found = sha256_file(file)
         if found != expected:
-            raise EngineError(f"{file}: SHA-256 {found[:16]}… differs from {MANIFEST_NAME} ({str(expected)[:16]}…): "
-                              "the file was changed or is corrupt; export again")
-    needed = [graph["file"] for graph in manifest.get("graphs", {}).values()] + [manifest.get("embeddings", {}).get("file")]
+            raise EngineError(f"{file}: SHA-256 {found[:16]}… differs from {MANIFEST_NAME} "
+                              f"({str(expected)[:16]}…): the file was changed or is corrupt; export again")
+    needed = [graph["file"] for graph in manifest.get("graphs", {}).values()]
+    needed.append(manifest.get("embeddings", {}).get("file"))
     for name in [*needed, "config.json", *manifest.get("tokenizer_files", [])]:
         if name not in files:
             raise EngineError(f"{path}: {name!r} is needed but has no hash in the manifest")

@@ -41,6 +41,7 @@ from pite_ros.model.processor import PiteProcessor
 QUESTIONS = ("describe the video.", "what colour is the circle?", "where does the object move?",
              "when does the object appear?", "what happens in the clip?", "describe the image.")
 PROBE_SEED, HELD_OUT_SEED = 0, 1
+COMPARED = ("logits", "traj", "hidden")  # decoder outputs compared with torch's DecoderStep
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,9 @@ def no_phrases(text: str) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def decoder_parity(model: PiteForConditionalGeneration, backend: OrtBackend, batch: list[Probe], decode_steps: int) -> dict:
+def decoder_parity(
+    model: PiteForConditionalGeneration, backend: OrtBackend, batch: list[Probe], decode_steps: int
+) -> dict:
     """``{"max_abs_diff": {...}, "reference_max_abs": {...}, "positions": n}`` for visual tokens,
     logits, traj, hidden and projector over a left-padded batch: prefill + ``decode_steps``."""
     processor = PiteProcessor(model.tokenizer, model.config)
@@ -118,10 +121,10 @@ def decoder_parity(model: PiteForConditionalGeneration, backend: OrtBackend, bat
     embeds = model.merge_visual(prompts["input_ids"], visual, real_frames)
     mask, positions = prompts["attention_mask"], prompts["position_ids"]
     reference = model.decoder_step(embeds, mask, positions, DynamicCache(config=model.config.text_config))
-    ours, cache = backend.run_decoder(embeds.numpy(), mask.numpy(), positions.numpy(), None, ("logits", "traj", "hidden"))
+    ours, cache = backend.run_decoder(embeds.numpy(), mask.numpy(), positions.numpy(), None, COMPARED)
     real = mask.numpy().astype(bool)
     counted = int(real.sum())
-    for name in ("logits", "traj", "hidden"):
+    for name in COMPARED:
         record(name, ours[name], getattr(reference, name), real)
     positions = positions[:, -1:]
     for _ in range(decode_steps):
@@ -130,9 +133,9 @@ def decoder_parity(model: PiteForConditionalGeneration, backend: OrtBackend, bat
         positions = positions + 1
         embeds = model.embed_tokens(chosen)
         reference = model.decoder_step(embeds, mask, positions, reference.past_key_values)
-        ours, cache = backend.run_decoder(embeds.numpy(), mask.numpy(), positions.numpy(), cache, ("logits", "traj", "hidden"))
+        ours, cache = backend.run_decoder(embeds.numpy(), mask.numpy(), positions.numpy(), cache, COMPARED)
         counted += len(batch)
-        for name in ("logits", "traj", "hidden"):
+        for name in COMPARED:
             record(name, ours[name], getattr(reference, name))
     for row in reference.hidden[:, -1]:
         record("projector", backend.trajectory(row.numpy()), model.project(row)[1])

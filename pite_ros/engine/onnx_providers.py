@@ -34,7 +34,8 @@ def provider_name(name: str) -> str:
     """The full ONNX Runtime name of ``name`` (an alias or a full name)."""
     full = ALIASES.get(name.strip().lower(), name.strip())
     if full not in ort.get_all_providers():
-        raise EngineError(f"unknown ONNX Runtime provider {name!r}: use cpu, cuda, tensorrt or one of {ort.get_all_providers()}")
+        raise EngineError(f"unknown ONNX Runtime provider {name!r}: use cpu, cuda, tensorrt or one of "
+                          f"{ort.get_all_providers()}")
     return full
 
 
@@ -44,7 +45,8 @@ def resolve_providers(requested: Sequence[str] | None, available: Sequence[str] 
     available = list(ort.get_available_providers() if available is None else available)
     explicit = bool(requested)
     wanted = [provider_name(name) for name in requested] if explicit else list(DEFAULT_PROVIDERS)
-    chosen = [name for index, name in enumerate(wanted) if name in available and name != CPU and name not in wanted[:index]]
+    chosen = [name for index, name in enumerate(wanted)
+              if name in available and name != CPU and name not in wanted[:index]]
     chosen.append(CPU)
     missing = [name for name in wanted if name not in available]
     if explicit and missing:
@@ -57,7 +59,8 @@ def session_options(num_threads: int = 0, inter_op_threads: int = 0) -> ort.Sess
     """Full graph optimisation; ``num_threads`` intra-op and ``inter_op_threads`` inter-op
     threads (0: ONNX Runtime's default, one per physical core for intra-op)."""
     if num_threads < 0 or inter_op_threads < 0:
-        raise EngineError(f"thread counts must be >= 0, got num_threads={num_threads}, inter_op_threads={inter_op_threads}")
+        raise EngineError(f"thread counts must be >= 0, got num_threads={num_threads}, "
+                          f"inter_op_threads={inter_op_threads}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = num_threads

@@ -99,7 +99,8 @@ class TorchBackend:
 
     @staticmethod
     def _step(step) -> Step:
-        return Step(step.logits[:, -1].float().cpu().numpy(), step.hidden[:, -1].float().cpu().numpy(), step.past_key_values)
+        last = (step.logits[:, -1], step.hidden[:, -1])
+        return Step(*(tensor.float().cpu().numpy() for tensor in last), step.past_key_values)
 
     @torch.no_grad()
     def encode(self, pixel_values: np.ndarray) -> torch.Tensor:
@@ -115,7 +116,8 @@ class TorchBackend:
     @torch.no_grad()
     def decode(self, token_ids, attention_mask, position_ids, cache) -> Step:
         embeds = self.model.embed_tokens(self._tensor(token_ids))
-        return self._step(self.model.decoder_step(embeds, self._tensor(attention_mask), self._tensor(position_ids), cache))
+        step = self.model.decoder_step(embeds, self._tensor(attention_mask), self._tensor(position_ids), cache)
+        return self._step(step)
 
     @torch.no_grad()
     def trajectory(self, hidden: np.ndarray) -> np.ndarray:
@@ -164,7 +166,8 @@ def generate(
 ) -> list[AnswerResult]:
     """One ``AnswerResult`` per clip; ``clips[i]`` is ``(N, H, W, 3)`` uint8 RGB of ``durations[i]`` s."""
     if not len(clips) == len(questions) == len(durations) or not clips:
-        raise ValueError(f"need as many clips, questions and durations (>0), got {len(clips)}, {len(questions)}, {len(durations)}")
+        raise ValueError(f"need as many clips, questions and durations (>0), got {len(clips)}, {len(questions)}, "
+                         f"{len(durations)}")
     if on_token is not None and len(clips) != 1:
         raise ValueError("on_token works with a single clip")
     tokenizer = backend.tokenizer
@@ -208,7 +211,8 @@ def start(
     left-padded prompts and each row's last position ``(B, 1)``."""
     processor = PiteProcessor(backend.tokenizer, backend.config)
     pixels = processor.pixel_batch(clips)
-    prompts = {key: value.numpy() for key, value in processor.prompt_batch(questions, [len(clip) for clip in clips]).items()}
+    prompts = processor.prompt_batch(questions, [len(clip) for clip in clips])
+    prompts = {key: value.numpy() for key, value in prompts.items()}
     visual = backend.encode(pixels["pixel_values"].numpy())
     mask = prompts["attention_mask"]
     step = backend.prefill(visual, pixels["frame_mask"].numpy(), prompts["input_ids"], mask, prompts["position_ids"])

@@ -30,13 +30,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which.add_argument("--model", type=Path, help="checkpoint directory")
     which.add_argument("--preset", help="a config preset (e.g. tiny, bench-400m) with random weights built here")
     engine.add_argument("--work-dir", type=Path,
-                        help="keep the checkpoint and export here and reuse them next time (default: a temporary directory)")
+                        help="keep the checkpoint and export here and reuse them next time "
+                             "(default: a temporary directory)")
     engine.add_argument("--json", type=Path, help="write the JSON report here (default: <work dir>/bench-engine.json)")
-    engine.add_argument("--threads", type=int, default=2, help="intra-op threads for every engine (default %(default)s)")
+    engine.add_argument("--threads", type=int, default=2,
+                        help="intra-op threads for every engine (default %(default)s)")
     engine.add_argument("--repeats", type=int, default=3, help="passes over the clips (default %(default)s)")
     engine.add_argument("--clips", type=int, default=3, help="synthetic clips answered per pass (default %(default)s)")
+    engine.add_argument("--rounds", type=int, default=2,
+                        help="fresh processes per engine, taking turns; the fastest is kept (default %(default)s)")
     engine.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the model's)")
-    engine.add_argument("--engines", default="torch,onnx-fp32,onnx-int8", help="comma-separated subset (default %(default)s)")
+    engine.add_argument("--engines", default="torch,onnx-fp32,onnx-int8",
+                        help="comma-separated subset (default %(default)s)")
     node = commands.add_parser("node", help="ingest cost, frames dropped at 30 Hz, query latency, continuous rate")
     node.add_argument("--model", type=Path, help="checkpoint directory (default: the shipped default model)")
     node.add_argument("--engines", default="torch,onnx", help="comma-separated: torch, onnx (default %(default)s)")
@@ -78,13 +83,14 @@ def engine_command(args: argparse.Namespace) -> int:
             elif args.preset or not (DEFAULT_MODEL_DIR / "config.json").is_file():
                 preset = args.preset or "tiny"
                 checkpoint = work / f"{preset}-random"
-                source = f"preset {preset}, random weights (" + ("asked for" if args.preset else "no shipped default model") + ")"
+                reason = "asked for" if args.preset else "no shipped default model"
+                source = f"preset {preset}, random weights ({reason})"
                 if not (checkpoint / "model.safetensors").is_file():
                     build_random_checkpoint(preset, checkpoint)
             else:
                 checkpoint, source = DEFAULT_MODEL_DIR, "shipped default model"
             print(f"pite-bench engine: {source}", flush=True)
-            settings = BenchSettings(threads=args.threads, repeats=args.repeats, clips=args.clips,
+            settings = BenchSettings(threads=args.threads, repeats=args.repeats, clips=args.clips, rounds=args.rounds,
                                      max_new_tokens=args.max_new_tokens)
             report = run_benchmark(checkpoint, work / f"{checkpoint.name}-onnx", source, settings, engines)
         except (CheckpointError, ConfigError, EngineError) as error:

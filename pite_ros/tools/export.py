@@ -19,18 +19,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pite-export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="checkpoint directory (config.json, model.safetensors, tokenizer files)")
     parser.add_argument("out_dir", help="export directory (int8/ and fp16/ variants go inside it)")
-    parser.add_argument("--int8", action="store_true", help="also write int8/ (dynamic quantisation) with an agreement report")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write int8/ (dynamic quantisation) with an agreement report")
     parser.add_argument("--fp16", action="store_true", help="also write fp16/ (float16 graphs, for GPU providers)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
-    parser.add_argument("--probes", type=int, default=3, help="synthetic clips for the parity check (default %(default)s)")
-    parser.add_argument("--held-out", type=int, default=6, help="other clips for the variants' agreement (default %(default)s)")
-    parser.add_argument("--max-new-tokens", type=int, default=16, help="greedy tokens compared per clip (default %(default)s)")
+    parser.add_argument("--probes", type=int, default=3,
+                        help="synthetic clips for the parity check (default %(default)s)")
+    parser.add_argument("--held-out", type=int, default=6,
+                        help="other clips for the variants' agreement (default %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=16,
+                        help="greedy tokens compared per clip (default %(default)s)")
     parser.add_argument("--logits-tol", type=float, default=defaults.logits,
                         help="max |logits diff| / max(1, max |logits|) (default %(default)s)")
     parser.add_argument("--traj-tol", type=float, default=defaults.traj,
                         help="max |trajectory diff| (decoder and projector; default %(default)s)")
     parser.add_argument("--min-agreement", type=float, default=0.0,
-                        help="fail when a variant's greedy-token agreement with torch is below this share (default: report only)")
+                        help="fail when a variant's greedy-token agreement with torch is below this share "
+                             "(default: report only)")
     args = parser.parse_args(argv)
     if args.probes < 1 or args.held_out < 1 or args.max_new_tokens < 1:
         parser.error("--probes, --held-out and --max-new-tokens must be at least 1")

@@ -35,7 +35,8 @@ def red_circle(text: str) -> list[tuple[int, int]]:
 def clips(memorised_example):
     """The memorised clip, a still image of it, and two synthetic clips (other questions, durations)."""
     others = probes(load_config("tiny"), 2, seed=7)
-    return [(memorised_example.frames, memorised_example.prompt, 6.0), (memorised_example.frames[:1], "describe the image.", 0.0),
+    return [(memorised_example.frames, memorised_example.prompt, 6.0),
+            (memorised_example.frames[:1], "describe the image.", 0.0),
             *[(probe.frames, probe.question, probe.duration) for probe in others]]
 
 
@@ -54,7 +55,8 @@ def test_answers_equal_the_torch_engine(engines, memorised_example):
             assert ours.score == pytest.approx(theirs.score, abs=1e-5)
         phrases += len(found.phrases)
     first = onnx_engine.answer(memorised_example.frames, memorised_example.prompt, 6.0)
-    assert first.text == memorised_example.response and "a red circle" in [p.text for p in first.phrases]  # the memorised answer
+    assert first.text == memorised_example.response  # the memorised answer
+    assert "a red circle" in [p.text for p in first.phrases]
     assert [(s.start, s.end) for s in first.segments] == [pytest.approx((0.6, 1.2))]
     assert phrases >= 1
 
@@ -68,7 +70,8 @@ def test_batched_answers_and_phrase_fn(engines, memorised_example, torch_model):
     assert [r.token_ids for r in found] == [r.token_ids for r in expected]
     [phrase] = found[0].phrases
     span = memorised_example.trajectories[0]
-    assert phrase.span == (span.start, span.end) and np.allclose(phrase.trajectory, expected[0].phrases[0].trajectory, atol=1e-5)
+    assert phrase.span == (span.start, span.end)
+    assert np.allclose(phrase.trajectory, expected[0].phrases[0].trajectory, atol=1e-5)
     assert np.abs(phrase.trajectory - span.points).mean() < 0.1  # learnt, read back through the projector graph
 
 
@@ -94,7 +97,8 @@ def test_streaming_and_cancel(engines, memorised_example):
 
     result = onnx_engine.answer(memorised_example.frames, memorised_example.prompt, 6.0, on_token=on_token)
     assert seen == ["from", "from <30>", "from <30> to"] and result.text == "from <30> to"
-    assert len(onnx_engine.answer(memorised_example.frames, memorised_example.prompt, 6.0, max_new_tokens=2).token_ids) == 2
+    short = onnx_engine.answer(memorised_example.frames, memorised_example.prompt, 6.0, max_new_tokens=2)
+    assert len(short.token_ids) == 2
 
 
 def test_bad_frames_are_named(engines):
@@ -137,7 +141,8 @@ def test_requested_cuda_falls_back_to_cpu_with_a_warning(caplog, exported):
     assert engine.providers == [CPU]
     assert engine.backend.decoder.get_providers() == [CPU] and engine.backend.device == "cpu"
     [record] = caplog.records
-    assert "CUDAExecutionProvider not available" in record.getMessage() and "using CPUExecutionProvider" in record.getMessage()
+    assert "CUDAExecutionProvider not available" in record.getMessage()
+    assert "using CPUExecutionProvider" in record.getMessage()
 
 
 def test_provider_order_and_names(caplog):
