@@ -29,6 +29,7 @@ def test_config_resolves_paths_and_names_bad_fields(tmp_path: Path) -> None:
         "stage": ({**BASE, "stage": 4}, "'stage' must be 1, 2 or 3"),
         "format": ({**BASE, "data": [{"format": "mp4", "path": "x"}]}, "data[0].format 'mp4'"),
         "bool": ({**BASE, "max_steps": True}, "'max_steps' must be"),
+        "frame_cache_mb": ({**BASE, "frame_cache_mb": -1}, "'frame_cache_mb' must be >= 0"),
     }
     for name, (raw, message) in cases.items():
         with pytest.raises(ConfigError, match=re.escape(message)):

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from pite_ros.types import Example, SpanPoint, SpanTrajectory
 from pite_ros.video import VideoReadError, read_frames, uniform_frame_times, video_info
+from training.datasets.frame_cache import FrameCache
 from training.datasets.report import (
     BAD_FIELD,
     BAD_JSON,
@@ -83,7 +84,11 @@ class RecordDataset(Dataset):
     are resolved against (default: the JSONL's folder). ``image_size``: output frame size
     (int for square, or ``(width, height)``; None keeps the source size). ``check_media``:
     open every video header / check every image up front (False: only check the file exists).
+    ``frame_cache``: a ``FrameCache`` for decoded frames (None: decode every time); the
+    trainer gives all of a run's readers one.
     """
+
+    frame_cache: FrameCache | None = None
 
     def __init__(
         self,
@@ -183,10 +188,11 @@ class RecordDataset(Dataset):
     def load(self, item: Prepared) -> Example:
         """Decode the frames of a prepared record into an ``Example``."""
         if item.window is None:
-            frames = read_image(item.media, self.size)
+            key, decode = (item.media, self.size), lambda: read_image(item.media, self.size)
         else:
             times = uniform_frame_times(item.window[0], item.window[1], item.frames)
-            frames = read_frames(item.media, times, self.size)
+            key, decode = (item.media, tuple(times), self.size), lambda: read_frames(item.media, times, self.size)
+        frames = decode() if self.frame_cache is None else self.frame_cache.get(key, decode)
         return Example(
             id=item.id,
             frames=frames,

@@ -53,6 +53,7 @@ class TrainConfig:
     num_workers: int = 0
     model_overrides: dict[str, Any] = field(default_factory=dict)  # PiteConfig fields, e.g. coord_weight, lora_r
     max_examples: int | None = None  # cap per data file (quick runs)
+    frame_cache_mb: int = 0  # decoded frames kept in memory across epochs (0: decode every time)
     source: str = ""  # the file this config came from (set by the loader)
 
     def resolve(self, path: str) -> Path:
@@ -90,7 +91,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
             raise ConfigError(f"{source}: data[{index}].format {item['format']!r} is not one of {DATA_FORMATS}")
         specs.append(DataSpec(format=item["format"], path=str(item["path"])))
     numbers = {"seed": int, "max_steps": int, "batch_size": int, "grad_accum": int, "warmup_steps": int,
-               "save_every": int, "keep_checkpoints": int, "num_workers": int,
+               "save_every": int, "keep_checkpoints": int, "num_workers": int, "frame_cache_mb": int,
                "learning_rate": (int, float), "weight_decay": (int, float), "max_grad_norm": (int, float)}
     for name, expected in numbers.items():
         if name in raw:
@@ -98,6 +99,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
     for name in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_checkpoints"):
         if name in raw and raw[name] < 1:
             raise ConfigError(f"{source}: field '{name}' must be at least 1, got {raw[name]}")
+    if raw.get("frame_cache_mb", 0) < 0:
+        raise ConfigError(f"{source}: field 'frame_cache_mb' must be >= 0, got {raw['frame_cache_mb']}")
     if not isinstance(raw.get("model_overrides", {}), dict):
         raise ConfigError(f"{source}: field 'model_overrides' must be a mapping of model config fields")
     if raw.get("mixed_precision", "auto") not in ("no", "bf16", "auto"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from pite_ros.types import Example
@@ -20,6 +19,8 @@ from training.datasets import (
     TrajectoryCaptionDataset,
     merged_report,
 )
+from training.datasets.frame_cache import FrameCache
+from training.datasets.stage2 import spread_point_indices
 from training.trainer.config import ConfigError, TrainConfig
 
 READERS: dict[str, type[RecordDataset]] = {
@@ -50,10 +51,10 @@ class PointSubset(Dataset):
         example = self.data[index]
         subsets = []
         for target in example.trajectories:
-            have = target.points.shape[1]
-            if have < self.num_points:
-                raise ValueError(f"example {example.id}: {have} points per phrase, the model needs {self.num_points}")
-            keep = np.round(np.linspace(0, have - 1, self.num_points)).astype(int)
+            try:
+                keep = spread_point_indices(target.points.shape[1], self.num_points)
+            except ValueError as error:
+                raise ValueError(f"example {example.id}: {error}") from None
             subsets.append(replace(target, points=target.points[:, keep], visible=target.visible[:, keep]))
         example.trajectories = subsets
         return example
@@ -65,7 +66,7 @@ def build_training_set(
     """All of the config's files as one map-style dataset, and what their readers skipped.
 
     Stage 1 data has one frame per example (PiTe: ``z = {z_1}``); video readers sample
-    ``num_frames``. A file that cannot be opened stops the run with its name: a missing
+    ``num_frames``. With ``frame_cache_mb`` every reader shares one ``FrameCache``. A file that cannot be opened stops the run with its name: a missing
     training file is a config error, unlike a bad record, which is skipped and counted.
     """
     readers: list[RecordDataset] = []
@@ -78,6 +79,10 @@ def build_training_set(
         if reader_class is not LocalizedNarrativesDataset:
             options["num_frames"] = num_frames
         readers.append(reader_class(path, **options))
+    if config.frame_cache_mb:
+        cache = FrameCache(config.frame_cache_mb * 2**20)
+        for reader in readers:
+            reader.frame_cache = cache
     report = merged_report(readers)
     parts: list[Dataset] = [
         Subset(reader, range(min(len(reader), config.max_examples))) if config.max_examples else reader
