@@ -281,3 +281,18 @@ def test_teacher_forcing_reads_the_states_generation_reads(model_dir):
         assert len(tracks) == len(answer.phrases) == 2
         for phrase, track in zip(answer.phrases, tracks):
             np.testing.assert_allclose(track, phrase.trajectory, atol=1e-5)
+
+
+def test_references_with_more_points_are_scored_on_the_spread_subset_the_trainer_uses(eval_dir):
+    """P = 4 references against a P = 2 model: points 0 and 3 (``spread_point_indices``)."""
+    table = reference_table(eval_dir)
+    for answer in table.values():
+        answer.phrases = [PhraseTrack(p.text, p.span, p.trajectory[:, [0, 3]], p.score) for p in answer.phrases]
+    engine = FakeEngine(table)
+    engine.num_points = 2
+    report = run_evaluation(engine, resolve_sources([str(eval_dir)]),
+                            EvalOptions(tasks=("trajectory",), meteor=False, progress=False, teacher_forced=False))
+    section = report.sections[GENERATED]
+    assert section.count == expected_counts(eval_dir)["trajectory_generated"]
+    assert POINTS_DIFFER not in section.counts
+    assert section.metrics["L1"] == pytest.approx(0.0, abs=1e-6) and section.metrics["PCK@0.05"] == 100.0

@@ -26,6 +26,14 @@ from training.datasets.prompts import STAGE2_PROMPT
 from training.datasets.report import BAD_FIELD, BAD_TIME, NO_TARGET, SPAN_MISMATCH, RecordError
 
 
+def spread_point_indices(have: int, want: int) -> np.ndarray:
+    """``want`` of ``have`` point slots, evenly spread (annotation spreads its points, so every
+    k-th of them stays spread): how training and evaluation fit P points to a model's P."""
+    if have < want:
+        raise ValueError(f"{have} points per phrase, the model needs {want}")
+    return np.round(np.linspace(0, have - 1, want)).astype(int)
+
+
 def resample_trajectory(
     points: np.ndarray, visible: np.ndarray, window: tuple[float, float], frames: int
 ) -> tuple[np.ndarray, np.ndarray]:

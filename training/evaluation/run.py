@@ -42,6 +42,7 @@ from pite_ros.types import AnswerResult, Example, PhraseTrack
 from pite_ros.video import VideoReadError
 from training.datasets import Prepared, RecordDataset, merged_report
 from training.datasets.report import UNREADABLE_VIDEO, RecordError
+from training.datasets.stage2 import spread_point_indices
 from training.evaluation.evaluate import EvalItem, evaluate_predictions
 from training.evaluation.report import EvalReport, TaskSection
 from training.evaluation.sources import EVAL_TASKS, FORMATS, Source, open_source, read_records, references
@@ -157,6 +158,19 @@ def match_phrases(targets: Sequence[dict], phrases: Sequence[PhraseTrack]) -> li
     return matched
 
 
+def fit_points(reference: dict, points: int | None) -> dict | None:
+    """A trajectory reference with the model's ``points`` (an evenly spread subset), or None
+    when it has fewer."""
+    have = reference["trajectory"].shape[1]
+    if points is None or have == points:
+        return reference
+    if have < points:
+        return None
+    keep = spread_point_indices(have, points)
+    return {**reference, "trajectory": reference["trajectory"][:, keep],
+            "visibility": None if reference.get("visibility") is None else reference["visibility"][:, keep]}
+
+
 def _items(job: _Job, result: AnswerResult) -> list[EvalItem]:
     """The job's targets with the answer's predictions."""
     trajectories = iter(match_phrases([r for t, r in job.targets if t == "trajectory"], result.phrases))
@@ -206,9 +220,10 @@ class _Run:
     def plan(self, sources: Sequence[Source]) -> list[_Job]:
         """Open the sources the requested tasks need and list their examples with references.
 
-        Frames are decoded at the model's image size and count. A stage-2 phrase whose
-        trajectory has another number of points than the model predicts cannot be compared:
-        it is left out and counted as ``POINTS_DIFFER`` in both trajectory sections.
+        Frames are decoded at the model's image size and count. A stage-2 phrase with more
+        points than the model predicts is scored on an evenly spread subset of them, as the
+        trainer fits it (``spread_point_indices``); one with fewer cannot be compared: it is
+        left out and counted as ``POINTS_DIFFER`` in both trajectory sections.
         """
         jobs, tasks = [], self.options.tasks
         points = model_setting(self.engine, "num_points")
@@ -221,9 +236,9 @@ class _Run:
             records = read_records(dataset)
             chosen = dataset.items if self.options.limit is None else dataset.items[: self.options.limit]
             for line, prepared in chosen:
-                targets = [(t, r) for t, r in references(source.format, prepared, records[line]) if t in tasks]
-                kept = [(t, r) for t, r in targets
-                        if t != "trajectory" or points is None or r["trajectory"].shape[1] == points]
+                targets = [(t, fit_points(r, points) if t == "trajectory" else r)
+                           for t, r in references(source.format, prepared, records[line]) if t in tasks]
+                kept = [(t, r) for t, r in targets if r is not None]
                 for section in (GENERATED, TEACHER_FORCED):
                     self.count(section, POINTS_DIFFER, len(targets) - len(kept))
                 if kept:
