@@ -215,8 +215,11 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         """Score a spliced batch (``PiteProcessor``); with ``labels``, the stage's loss.
 
         ``visual_embeds`` ``(B, V, d)`` (from ``encode_frames``) replace ``pixel_values``.
-        ``stage`` 1 adds the location term, 2 the trajectory term, 3 neither and smooths
-        labels by ``config.label_smoothing``; None adds every term whose targets are given.
+        ``stage`` 1 adds the location term, 2 the trajectory term, 3 smooths labels by
+        ``config.label_smoothing`` and adds the trajectory term only when stage-2 examples
+        are mixed into its data (rehearsal: the paper's stage-3 data carries no trajectories,
+        so its recipe is unchanged; a from-scratch model that fine-tunes its whole LLM in
+        stage 3 would otherwise lose its trajectories); None adds every term given.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -233,7 +236,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         )
         if labels is not None:
             use_loc = loc_targets is not None and stage in (None, 1)
-            use_traj = traj_targets is not None and stage in (None, 2)
+            use_traj = traj_targets is not None and stage in (None, 2, 3)
             terms = pite_loss(
                 step.logits,
                 labels,

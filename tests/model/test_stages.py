@@ -97,3 +97,15 @@ def test_extra_and_per_stage_groups(model, processor, video_example):
         trainable_groups(model, 1)
     with pytest.raises(ConfigError, match="stage"):
         trainable_groups(model, 4)
+
+
+def test_stage_3_rehearses_trajectories_only_when_the_batch_has_them(model, processor, video_example, image_example):
+    """Stage 3 adds the trajectory L1 for mixed-in stage-2 examples, never the location L1."""
+    setup_stage(model, 3)
+    with_trajectories = model(**processor([video_example]), stage=3)
+    assert float(with_trajectories.coord_loss) > 0
+    assert float(with_trajectories.loss) == pytest.approx(
+        float(with_trajectories.lm_loss) + model.config.coord_weight * float(with_trajectories.coord_loss), rel=1e-5)
+    video_example.trajectories = []
+    assert float(model(**processor([video_example]), stage=3).coord_loss) == 0
+    assert float(model(**processor([image_example]), stage=3).coord_loss) == 0  # points: stage 1 only
