@@ -10,7 +10,7 @@ STAMPS := $(VENV)/.stamps
 MSG_SOURCES := $(wildcard msg/msg/*.msg msg/srv/*.srv msg/action/*.action) msg/CMakeLists.txt msg/package.xml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean default-model
+.PHONY: setup demo test bench clean default-model default-model-ablation
 
 setup: $(STAMPS)/package
 
@@ -47,6 +47,14 @@ demo: setup
 
 bench: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# The shipped model from nothing (training/recipes/default_model.py): data, three stages,
+# install into pite_ros/assets/default_model, pite-eval, model card. Resumes when interrupted.
+default-model: setup
+	$(PY) -m training.recipes.default_model
+
+default-model-ablation: setup
+	$(PY) -m training.recipes.default_model --ablation
 
 clean:
 	rm -rf $(VENV) build

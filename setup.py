@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pite_ros", "pite_ros.*", "training", "training.*"]),
     include_package_data=True,
-    package_data={"pite_ros": ["configs/*.json", "configs/*.xml", "assets/**/*"], "training": ["configs/*"]},
+    package_data={"pite_ros": ["configs/*.json", "configs/*.xml", "assets/**/*"], "training": ["configs/*", "recipes/default/*.yaml", "recipes/default/*.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -1,0 +1,64 @@
+"""The shipped default model (pite_ros/assets/default_model): present, documented, and right
+on held-out synthetic clips (a seed no training or card evaluation used).
+
+The bounds are the model card's figures (the full 200-clip evaluation) less a margin for a
+16-clip sample, so a broken checkpoint, tokenizer, preprocessing or engine fails them; the
+exact first answers are pinned too (greedy decoding on CPU is deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pite_ros.engine.loader import DEFAULT_MODEL_DIR, load_engine
+from training.evaluation.run import GENERATED, TEACHER_FORCED, EvalOptions, run_evaluation
+from training.evaluation.sources import resolve_sources
+from training.synth import generate
+
+HELD_OUT_SEED = 13  # training used seed 1, the card's evaluation seed 7
+MAX_BYTES = 25 * 2**20
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = load_engine("torch", None, num_threads=2)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def report(engine, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("held_out")
+    generate(folder, videos=16, images=0, split="eval", seed=HELD_OUT_SEED)
+    options = EvalOptions(meteor=False, progress=False, batch_size=16)
+    return run_evaluation(engine, resolve_sources([str(folder)]), options)
+
+
+def test_the_shipped_files_and_card() -> None:
+    weights = DEFAULT_MODEL_DIR / "model.safetensors"
+    assert weights.is_file() and weights.stat().st_size <= MAX_BYTES
+    for name in ("config.json", "tokenizer.json", "synth_world.json", "training.json", "eval.json", "README.md"):
+        assert (DEFAULT_MODEL_DIR / name).is_file(), name
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
+    assert "{{" not in card and "without stage 2" in card
+    evaluation = json.loads((DEFAULT_MODEL_DIR / "eval.json").read_text())
+    for task in ("mcq", "open_qa", "grounding", TEACHER_FORCED):
+        assert evaluation["tasks"][task]["count"] > 100, task
+    training = json.loads((DEFAULT_MODEL_DIR / "training.json").read_text())
+    assert [run["stage"] for run in training["stages"]] == [1, 2, 3]
+
+
+def figure(report, task: str, name: str) -> float:
+    return report.sections[task].metrics[name]
+
+
+def test_held_out_answers_meet_the_cards_figures(report) -> None:
+    card = json.loads((DEFAULT_MODEL_DIR / "eval.json").read_text())["tasks"]
+    for task, name, margin in (("mcq", "accuracy", 15.0), ("open_qa", "accuracy", 15.0),
+                               ("grounding", "R@0.5", 20.0), ("grounding", "mIoU", 15.0)):
+        assert figure(report, task, name) >= card[task]["metrics"][name] - margin, (task, name)
+    for task in (TEACHER_FORCED, GENERATED):
+        assert figure(report, task, "L1") <= card[task]["metrics"]["L1"] + 0.1, task

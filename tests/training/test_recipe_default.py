@@ -1,0 +1,47 @@
+"""The default model's recipe: its stage configs validate and chain, and its card renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.recipes import default_model as recipe
+from training.trainer.config import load_config
+
+
+def test_stage_configs_chain_into_one_another() -> None:
+    configs = {name: load_config(recipe.RECIPE_DIR / f"{name}.yaml") for name, _ in (*recipe.STAGES, recipe.ABLATION)}
+    stage1, stage2, stage3 = (configs[name] for name, _ in recipe.STAGES)
+    assert [c.stage for c in (stage1, stage2, stage3)] == [1, 2, 3]
+    assert stage1.model == "default" and stage1.vocabulary == "synth"
+    assert stage2.resolve(stage2.model) == stage1.resolve(stage1.output_dir) / "final"
+    assert stage3.resolve(stage3.model) == stage2.resolve(stage2.output_dir) / "final"
+    for config in configs.values():
+        for spec in config.data:
+            assert config.resolve(spec.path).parent == recipe.WORK_DIR / "data" / "train"
+    ablation = configs[recipe.ABLATION[0]]
+    assert ablation.resolve(ablation.model) == stage1.resolve(stage1.output_dir) / "final"
+    assert ablation.max_steps == stage2.max_steps + stage3.max_steps  # the same budget
+    assert ablation.batch_size == stage2.batch_size == stage3.batch_size
+    assert not any(spec.format == "pite143k" for spec in ablation.data)  # no trajectories at all
+    assert any(spec.format == "pite143k" for spec in stage3.data)  # rehearsal in the full recipe
+
+
+def report(mcq: float, l1: float) -> dict:
+    return {"tasks": {"mcq": {"count": 200, "metrics": {"accuracy": mcq}},
+                      "trajectory_teacher_forced": {"count": 300, "metrics": {"L1": l1}}}}
+
+
+def test_card_renders_both_columns_and_every_placeholder(tmp_path: Path) -> None:
+    run = {"config": "stage1.yaml", "stage": 1, "steps": 500, "seconds": 130.0, "final_loss": 0.8}
+    summary = {"stages": [run], "ablation": [{**run, "config": "stage3_without_stage2.yaml", "stage": 3}],
+               "parameters": 2_169_090, "size_mb": 8.3, "build_seconds": 1800.0}
+    recipe.render_card(tmp_path, summary, report(93.5, 0.0412), report(88.0, 0.4))
+    card = (tmp_path / "README.md").read_text()
+    assert "{{" not in card
+    assert "| multiple-choice VideoQA accuracy (%) | >= 90 | 93.5 | 88.0 |" in card
+    assert "| trajectory L1, teacher-forced (normalised) | <= 0.05 | 0.041 | 0.400 |" in card
+    assert "| open-ended QA exact match (%) | >= 80 | n/a | n/a |" in card
+    assert "| stage3_without_stage2.yaml | 3 | 500 | 130 | 0.8 |" in card
+    assert "2,169,090" in card
+    recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None)
+    assert "| 93.5 | not run |" in (tmp_path / "README.md").read_text()

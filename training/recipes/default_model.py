@@ -1,0 +1,185 @@
+"""``make default-model``: build the shipped default model from nothing, and its model card.
+
+Steps (each skipped when its output is already complete, so an interrupted build resumes):
+
+1. ``pite-synth`` training data (split train, seed 1) and a held-out evaluation set (split
+   eval, seed 7: a seed and a random stream no training item uses) under ``work/data``.
+2. ``pite-train`` stages 1, 2, 3 with the YAML files beside this module's ``default/``
+   folder (``--resume``: a killed stage continues from its newest checkpoint).
+3. The stage-3 model is copied to ``pite_ros/assets/default_model`` with the world it knows
+   (``synth_world.json``, read by ``pite-demo``) and ``training.json`` (steps, times, data).
+4. ``pite-eval`` on the held-out set writes ``eval.json``/``eval.txt`` beside the model.
+5. ``--ablation``: stage 3 straight from stage 1 (no pixel-temporal alignment, same total
+   steps), evaluated the same way; its report goes beside the model as ``ablation_eval.json``.
+6. ``README.md`` (the model card) is rendered from ``default/MODEL_CARD.template.md`` with
+   the figures of steps 3-5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from safetensors import safe_open
+
+from pite_ros.engine.loader import DEFAULT_MODEL_DIR
+from training.synth import WorldConfig, generate
+
+RECIPE_DIR = Path(__file__).resolve().parent / "default"
+WORK_DIR = RECIPE_DIR / "work"  # the stage YAMLs' relative paths point here
+TRAIN_DATA = {"split": "train", "seed": 1, "videos": 3000, "images": 2000}
+EVAL_DATA = {"split": "eval", "seed": 7, "videos": 200, "images": 0}
+WORLD = WorldConfig()
+STAGES = (("stage1", 1), ("stage2", 2), ("stage3", 3))
+ABLATION = ("stage3_without_stage2", 3)
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "generation_config.json")
+
+
+def log(message: str) -> None:
+    print(f"[default-model] {message}", flush=True)
+
+
+def make_data(folder: Path, spec: dict, workers: int) -> None:
+    """Synthetic data of ``spec`` in ``folder``, unless a manifest with the same spec is there."""
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        done = json.loads(manifest.read_text())
+        if done.get("seed") == spec["seed"] and done.get("split") == spec["split"] and \
+                done.get("counts", {}).get("videos") == spec["videos"]:
+            log(f"{folder}: present ({spec})")
+            return
+    if folder.exists():
+        shutil.rmtree(folder)
+    log(f"pite-synth {folder} {spec}")
+    generate(folder, videos=spec["videos"], images=spec["images"], split=spec["split"], seed=spec["seed"],
+             config=WORLD, workers=workers)
+
+
+def run_stage(name: str, stage: int) -> dict:
+    """``pite-train`` one stage (resuming); its steps and seconds from ``metrics.jsonl``."""
+    config = RECIPE_DIR / f"{name}.yaml"
+    output = WORK_DIR / ("ablation_without_stage2" if name == ABLATION[0] else name)
+    if not (output / "final" / "model.safetensors").is_file():
+        log(f"pite-train --stage {stage} --config {config.relative_to(RECIPE_DIR.parents[1])}")
+        subprocess.run([sys.executable, "-m", "training.train", "--stage", str(stage), "--config", str(config),
+                        "--resume", "--no-progress"], check=True)
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {"stage": stage, "config": config.name, "steps": rows[-1]["step"],
+            "seconds": round(sum(row["seconds"] for row in rows), 1), "final_loss": round(rows[-1]["loss"], 4),
+            "model": str(output / "final")}
+
+
+def install(final: Path, out: Path, summary: dict) -> None:
+    """Copy the HF files of ``final`` to ``out`` with the world it knows and how it was made."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        if (final / name).is_file():
+            shutil.copy2(final / name, out / name)
+    (out / "synth_world.json").write_text(json.dumps(dataclasses.asdict(WORLD), indent=2) + "\n")
+    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def evaluate(model: Path, report: Path, threads: int) -> dict:
+    """``pite-eval`` of ``model`` on the held-out set; the report's JSON."""
+    if not report.is_file():
+        log(f"pite-eval --model {model} --data {WORK_DIR / 'data' / 'eval'} --out {report}")
+        subprocess.run([sys.executable, "-m", "training.evaluation.cli", "--model", str(model), "--data",
+                        str(WORK_DIR / "data" / "eval"), "--batch-size", "16", "--threads", str(threads),
+                        "--out", str(report), "--no-progress"], check=True)
+    return json.loads(report.read_text())
+
+
+def metric(report: dict | None, task: str, name: str) -> str:
+    """One figure of a report as the card prints it (``n/a`` when absent)."""
+    if report is None:
+        return "not run"
+    value = report["tasks"].get(task, {}).get("metrics", {}).get(name)
+    return "n/a" if value is None else f"{value:.1f}" if name not in ("L1", "L1_visible") else f"{value:.3f}"
+
+
+CARD_ROWS = (
+    ("multiple-choice VideoQA accuracy (%)", "mcq", "accuracy", ">= 90"),
+    ("open-ended QA exact match (%)", "open_qa", "accuracy", ">= 80"),
+    ("temporal grounding R@0.3 (%)", "grounding", "R@0.3", ""),
+    ("temporal grounding R@0.5 (%)", "grounding", "R@0.5", ">= 70"),
+    ("temporal grounding R@0.7 (%)", "grounding", "R@0.7", ""),
+    ("temporal grounding mIoU", "grounding", "mIoU", ">= 60"),
+    ("grounded QA Acc@GQA (%)", "gqa", "Acc@GQA", ""),
+    ("grounded QA mIoP", "gqa", "mIoP", ""),
+    ("dense captioning SODA_c", "dense_caption", "SODA_c", ""),
+    ("dense captioning CIDEr", "dense_caption", "CIDEr", ""),
+    ("dense captioning METEOR", "dense_caption", "METEOR", ""),
+    ("trajectory L1, teacher-forced (normalised)", "trajectory_teacher_forced", "L1", "<= 0.05"),
+    ("trajectory PCK@0.05, teacher-forced (%)", "trajectory_teacher_forced", "PCK@0.05", ""),
+    ("trajectory L1, own captions (normalised)", "trajectory_generated", "L1", "<= 0.05"),
+    ("trajectory PCK@0.05, own captions (%)", "trajectory_generated", "PCK@0.05", ""),
+)
+
+
+def render_card(out: Path, summary: dict, main: dict, ablation: dict | None) -> None:
+    """``out/README.md`` from the template, with the tables of this build's figures."""
+    rows = ["| metric | goal | default model (stages 1-2-3) | without stage 2 |", "|---|---|---|---|"]
+    rows += [f"| {label} | {goal} | {metric(main, task, name)} | {metric(ablation, task, name)} |"
+             for label, task, name, goal in CARD_ROWS]
+    stages = ["| run | stage | steps | train seconds | final loss |", "|---|---|---|---|---|"]
+    stages += [f"| {run['config']} | {run['stage']} | {run['steps']} | {run['seconds']:.0f} | {run['final_loss']} |"
+               for run in summary["stages"] + summary.get("ablation", [])]
+    counts = {task: entry["count"] for task, entry in main["tasks"].items()}
+    values = {
+        "EVAL_TABLE": "\n".join(rows), "STAGE_TABLE": "\n".join(stages),
+        "PARAMETERS": f"{summary['parameters']:,}", "SIZE_MB": f"{summary['size_mb']:.1f}",
+        "TRAIN_DATA": json.dumps(TRAIN_DATA), "EVAL_DATA": json.dumps(EVAL_DATA),
+        "EVAL_COUNTS": ", ".join(f"{task} {count}" for task, count in counts.items()),
+        "BUILD_MINUTES": f"{summary['build_seconds'] / 60:.0f}",
+        "TRAIN_MINUTES": f"{sum(run['seconds'] for run in summary['stages']) / 60:.0f}",
+    }
+    text = (RECIPE_DIR / "MODEL_CARD.template.md").read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    (out / "README.md").write_text(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.recipes.default_model", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="where the model and its card go")
+    parser.add_argument("--ablation", action="store_true", help="also train and evaluate the run without stage 2")
+    parser.add_argument("--workers", type=int, default=2, help="pite-synth processes")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of pite-eval")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    began = time.perf_counter()
+    make_data(WORK_DIR / "data" / "train", TRAIN_DATA, args.workers)
+    make_data(WORK_DIR / "data" / "eval", EVAL_DATA, args.workers)
+    stages = [run_stage(name, stage) for name, stage in STAGES]
+    final = Path(stages[-1]["model"])
+    weights = final / "model.safetensors"
+    with safe_open(str(weights), "pt") as tensors:
+        parameters = sum(math.prod(tensors.get_slice(key).get_shape()) for key in tensors.keys())
+    summary = {"train_data": TRAIN_DATA, "eval_data": EVAL_DATA, "world": dataclasses.asdict(WORLD),
+               "stages": stages, "parameters": parameters, "size_mb": weights.stat().st_size / 2**20,
+               "build_seconds": round(time.perf_counter() - began, 1)}
+    install(final, args.out, summary)
+    main_report = evaluate(args.out, args.out / "eval.json", args.threads)
+    ablation_report = None
+    if args.ablation or (args.out / "ablation_eval.json").is_file():
+        summary["ablation"] = [run_stage(*ABLATION)]
+        ablation_report = evaluate(Path(summary["ablation"][0]["model"]), args.out / "ablation_eval.json", args.threads)
+        (args.out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    render_card(args.out, summary, main_report, ablation_report)
+    log(f"done in {(time.perf_counter() - began) / 60:.1f} min: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
