@@ -32,16 +32,18 @@ def report(mcq: float, l1: float) -> dict:
 
 
 def test_card_renders_both_columns_and_every_placeholder(tmp_path: Path) -> None:
-    run = {"config": "stage1.yaml", "stage": 1, "steps": 500, "seconds": 130.0, "final_loss": 0.8}
+    run = {"config": "stage1.yaml", "stage": 1, "steps": 500, "seconds": 130.0, "median_step_seconds": 0.24,
+           "final_loss": 0.8}
     summary = {"stages": [run], "ablation": [{**run, "config": "stage3_without_stage2.yaml", "stage": 3}],
-               "parameters": 2_169_090, "size_mb": 8.3, "build_seconds": 1800.0}
+               "parameters": 2_169_090, "size_mb": 8.3}
     recipe.render_card(tmp_path, summary, report(93.5, 0.0412), report(88.0, 0.4))
     card = (tmp_path / "README.md").read_text()
     assert "{{" not in card
     assert "| multiple-choice VideoQA accuracy (%) | >= 90 | 93.5 | 88.0 |" in card
     assert "| trajectory L1, teacher-forced (normalised) | <= 0.05 | 0.041 | 0.400 |" in card
     assert "| open-ended QA exact match (%) | >= 80 | n/a | n/a |" in card
-    assert "| stage3_without_stage2.yaml | 3 | 500 | 130 | 0.8 |" in card
+    assert "| stage3_without_stage2.yaml | 3 | 500 | 0.24 | 130 | 0.8 |" in card
+    assert "about 2 minutes (steps × median step time" in card  # 500 × 0.24 s of the full recipe's one stage
     assert "2,169,090" in card
     recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None)
     assert "| 93.5 | not run |" in (tmp_path / "README.md").read_text()

@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from pite_ros.engine.loader import DEFAULT_MODEL_DIR
 from training.synth import WorldConfig, generate
 
 RECIPE_DIR = Path(__file__).resolve().parent / "default"
+REPO = RECIPE_DIR.parents[2]
 WORK_DIR = RECIPE_DIR / "work"  # the stage YAMLs' relative paths point here
 TRAIN_DATA = {"split": "train", "seed": 1, "videos": 3000, "images": 2000}
 EVAL_DATA = {"split": "eval", "seed": 7, "videos": 200, "images": 0}
@@ -72,9 +74,10 @@ def run_stage(name: str, stage: int) -> dict:
         subprocess.run([sys.executable, "-m", "training.train", "--stage", str(stage), "--config", str(config),
                         "--resume", "--no-progress"], check=True)
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    step_seconds = statistics.median(row["seconds"] for row in rows)
     return {"stage": stage, "config": config.name, "steps": rows[-1]["step"],
-            "seconds": round(sum(row["seconds"] for row in rows), 1), "final_loss": round(rows[-1]["loss"], 4),
-            "model": str(output / "final")}
+            "seconds": round(sum(row["seconds"] for row in rows), 1), "median_step_seconds": round(step_seconds, 3),
+            "final_loss": round(rows[-1]["loss"], 4), "model": str((output / "final").relative_to(REPO))}
 
 
 def install(final: Path, out: Path, summary: dict) -> None:
@@ -129,17 +132,17 @@ def render_card(out: Path, summary: dict, main: dict, ablation: dict | None) -> 
     rows = ["| metric | goal | default model (stages 1-2-3) | without stage 2 |", "|---|---|---|---|"]
     rows += [f"| {label} | {goal} | {metric(main, task, name)} | {metric(ablation, task, name)} |"
              for label, task, name, goal in CARD_ROWS]
-    stages = ["| run | stage | steps | train seconds | final loss |", "|---|---|---|---|---|"]
-    stages += [f"| {run['config']} | {run['stage']} | {run['steps']} | {run['seconds']:.0f} | {run['final_loss']} |"
-               for run in summary["stages"] + summary.get("ablation", [])]
+    stages = ["| run | stage | steps | median s/step | train seconds (summed) | final loss |", "|---|---|---|---|---|---|"]
+    stages += [f"| {run['config']} | {run['stage']} | {run['steps']} | {run['median_step_seconds']:.2f} | "
+               f"{run['seconds']:.0f} | {run['final_loss']} |" for run in summary["stages"] + summary.get("ablation", [])]
     counts = {task: entry["count"] for task, entry in main["tasks"].items()}
     values = {
         "EVAL_TABLE": "\n".join(rows), "STAGE_TABLE": "\n".join(stages),
         "PARAMETERS": f"{summary['parameters']:,}", "SIZE_MB": f"{summary['size_mb']:.1f}",
         "TRAIN_DATA": json.dumps(TRAIN_DATA), "EVAL_DATA": json.dumps(EVAL_DATA),
         "EVAL_COUNTS": ", ".join(f"{task} {count}" for task, count in counts.items()),
-        "BUILD_MINUTES": f"{summary['build_seconds'] / 60:.0f}",
-        "TRAIN_MINUTES": f"{sum(run['seconds'] for run in summary['stages']) / 60:.0f}",
+        "TRAIN_MINUTES": f"{sum(run['steps'] * run['median_step_seconds'] for run in summary['stages']) / 60:.0f}",
+        "SUMMED_MINUTES": f"{sum(run['seconds'] for run in summary['stages']) / 60:.0f}",
     }
     text = (RECIPE_DIR / "MODEL_CARD.template.md").read_text()
     for key, value in values.items():
@@ -162,19 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     make_data(WORK_DIR / "data" / "train", TRAIN_DATA, args.workers)
     make_data(WORK_DIR / "data" / "eval", EVAL_DATA, args.workers)
     stages = [run_stage(name, stage) for name, stage in STAGES]
-    final = Path(stages[-1]["model"])
+    final = REPO / stages[-1]["model"]
     weights = final / "model.safetensors"
     with safe_open(str(weights), "pt") as tensors:
         parameters = sum(math.prod(tensors.get_slice(key).get_shape()) for key in tensors.keys())
     summary = {"train_data": TRAIN_DATA, "eval_data": EVAL_DATA, "world": dataclasses.asdict(WORLD),
-               "stages": stages, "parameters": parameters, "size_mb": weights.stat().st_size / 2**20,
-               "build_seconds": round(time.perf_counter() - began, 1)}
+               "stages": stages, "parameters": parameters, "size_mb": weights.stat().st_size / 2**20}
     install(final, args.out, summary)
     main_report = evaluate(args.out, args.out / "eval.json", args.threads)
     ablation_report = None
     if args.ablation or (args.out / "ablation_eval.json").is_file():
         summary["ablation"] = [run_stage(*ABLATION)]
-        ablation_report = evaluate(Path(summary["ablation"][0]["model"]), args.out / "ablation_eval.json", args.threads)
+        ablation_report = evaluate(REPO / summary["ablation"][0]["model"], args.out / "ablation_eval.json", args.threads)
         (args.out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     render_card(args.out, summary, main_report, ablation_report)
     log(f"done in {(time.perf_counter() - began) / 60:.1f} min: {args.out}")
