@@ -33,6 +33,7 @@ from pite_ros.node.qos import reliable_qos, sensor_qos, warn_on_incompatible_qos
 
 pytestmark = pytest.mark.ros
 TIMEOUT = 30.0
+EXIT_TIMEOUT = 90.0  # a player's exit after Ctrl-C (participant teardown is slow on a loaded machine)
 S = 1_000_000_000
 
 
@@ -68,7 +69,7 @@ def finish(player: subprocess.Popen, interrupt: bool = False) -> tuple[int, str]
     if interrupt:
         player.send_signal(signal.SIGINT)
     try:
-        _, err = player.communicate(timeout=TIMEOUT)
+        _, err = player.communicate(timeout=EXIT_TIMEOUT)
     finally:
         player.kill()
     return player.returncode, err
