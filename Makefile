@@ -39,8 +39,11 @@ $(STAMPS)/package: $(STAMPS)/msgs setup.py
 	$(PIP) install -c constraints.txt --no-deps --no-build-isolation -e .
 	touch $@
 
+# ROS tests run in a pytest process of their own: after the ONNX/torch engine tests in the same
+# process, the in-process rclpy client stops hearing the node (under investigation, issue 8).
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not ros" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and ros" $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/pite-demo
