@@ -34,7 +34,8 @@ def ros_domain(monkeypatch: pytest.MonkeyPatch) -> int:
     """A fresh ROS_DOMAIN_ID (also exported for subprocesses), discovery kept on localhost, and
     no dead participants' shared memory left from earlier tests."""
     clean_fastdds_shm()
-    domain = random.Random(os.getpid() * 7919 + random.randrange(1 << 30)).randrange(1, 200)
+    # 1..101: higher domains put Fast DDS's ports in Linux's ephemeral range (ROS 2 domain ID docs).
+    domain = random.Random(os.getpid() * 7919 + random.randrange(1 << 30)).randrange(1, 102)
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return domain

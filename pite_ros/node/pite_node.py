@@ -23,6 +23,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidHandle
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -381,12 +382,23 @@ class PiteNode(LifecycleNode):
         self._debug.publish(rgb_to_image(canvas, answer.header))
 
     # -- diagnostics ------------------------------------------------------------------------------
+    def _image_publisher_count(self) -> int:
+        """Publishers matched on the camera topic; 0 while inactive (or while deactivation destroys it)."""
+        subscription = self._subscription
+        try:
+            return subscription.get_publisher_count() if subscription is not None else 0
+        except InvalidHandle:
+            return 0
+
     def _publish_diagnostics(self) -> None:
         with self._lock:
             counters = Counters(**vars(self.counters))
         buffer, worker = self.buffer, self.worker
         values = {
             "active": str(self.active), "enabled": str(self.param("enabled")),
+            # Publishers matched on the camera topic: 0 while a camera runs means a QoS or
+            # discovery problem, not a silent camera (and a client waits for it before a burst).
+            "image_publishers": str(self._image_publisher_count()),
             "last_latency_s": f"{counters.last_latency:.3f}",
             "frames_received": str(counters.frames_received), "frames_rejected": str(counters.frames_rejected),
             "queries_answered": str(counters.queries_answered),

@@ -50,9 +50,12 @@ class NodeHarness(PiteClient):
     """The node process plus the test's client, with an image publisher on TOPIC."""
 
     def __init__(self, workdir: Path, model_dir: Path, **params) -> None:
-        # Reliable images: a best-effort stream may lose the first frames after discovery, which would make
-        # "every published frame is counted" a race (the node's sensor_data default is tested in test_qos).
-        values = {"model_path": str(model_dir), "image_topic": TOPIC, "image_qos": "reliable", "continuous": False,
+        # Reliable images with a history deep enough for a test's burst: a best-effort stream may lose
+        # the first frames after discovery, and a keep-last-5 reader drops the oldest of a burst while a
+        # busy node (continuous mode, a long answer) has not taken them yet (seen: 38 of 40 counted),
+        # either would make "every published frame is counted" a race (sensor_data is tested in test_qos).
+        values = {"model_path": str(model_dir), "image_topic": TOPIC, "image_qos": "reliable", "qos_depth": 100,
+                  "continuous": False,
                   "rate_hz": 5.0,
                   "diagnostics_period": 0.2, "max_new_tokens": 8, **params}
         self.process = NodeProcess(workdir, values)
@@ -64,14 +67,21 @@ class NodeHarness(PiteClient):
 
     def publish(self, messages) -> None:
         """Publish ``messages`` and wait until the node has counted them all."""
-        self.spin_until(lambda: self.images.get_subscription_count() > 0, what="the node's image subscription")
+        # Both ends matched: the writer seeing the reader is not enough, a reader that has not yet
+        # matched the writer drops its first samples even under reliable QoS (seen: 8 of 10 counted).
+        self.spin_until(lambda: self.images.get_subscription_count() > 0 and self.counter("image_publishers") > 0,
+                        what="the node's image subscription to match this publisher")
         before = self.counter("frames_received") + self.counter("frames_rejected")
         for msg in messages:
             self.images.publish(msg)
             self.executor.spin_once(timeout_sec=0.01)
         expected = before + len(messages)
-        self.spin_until(lambda: self.counter("frames_received") + self.counter("frames_rejected") >= expected,
-                        timeout=45.0, what="the node to count the published images")
+        counted = lambda: self.counter("frames_received") + self.counter("frames_rejected")  # noqa: E731
+        try:
+            self.spin_until(lambda: counted() >= expected, timeout=45.0, what="the node to count the published images")
+        except TimeoutError as error:
+            raise TimeoutError(f"counted {counted() - before} of {len(messages)} images; diagnostics "
+                               f"{self.diagnostics}\n{error}") from None
 
     def ask(self, question: str, **fields):
         return self.request(question, timeout=TIMEOUT, **fields)
