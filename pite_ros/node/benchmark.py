@@ -86,7 +86,7 @@ def live_run(model_dir: Path, engine: str, workdir: Path, *, seconds: float = 15
     try:
         client.wait_active()
         camera = Camera(client, fps, size)
-        client.spin_until(lambda: camera.publisher.get_subscription_count() > 0, 30, "the node's image subscription")
+        client.wait_matched(camera.publisher, 30)
         before_received = client.counter("frames_received")
         camera.start()
         client.spin_until(lambda: client.counter("frames_received") > before_received, 10, "the first frame")
@@ -121,7 +121,7 @@ def continuous_rate(model_dir: Path, engine: str, workdir: Path, *, seconds: flo
     try:
         client.wait_active()
         camera = Camera(client, fps, (640, 480))
-        client.spin_until(lambda: camera.publisher.get_subscription_count() > 0, 30, "the node's image subscription")
+        client.wait_matched(camera.publisher, 30)
         camera.start()
         client.spin_until(lambda: any(a.query_id == "continuous" for a in client.answers), 60, "a first answer")
         first = len(client.answers)

@@ -67,10 +67,7 @@ class NodeHarness(PiteClient):
 
     def publish(self, messages) -> None:
         """Publish ``messages`` and wait until the node has counted them all."""
-        # Both ends matched: the writer seeing the reader is not enough, a reader that has not yet
-        # matched the writer drops its first samples even under reliable QoS (seen: 8 of 10 counted).
-        self.spin_until(lambda: self.images.get_subscription_count() > 0 and self.counter("image_publishers") > 0,
-                        what="the node's image subscription to match this publisher")
+        self.wait_matched(self.images, TIMEOUT)
         before = self.counter("frames_received") + self.counter("frames_rejected")
         for msg in messages:
             self.images.publish(msg)

@@ -60,6 +60,7 @@ def check_answer_stamps(answer, published_ns: set[int], frame_id: str = FRAME) -
 def test_query_answers_with_source_stamps_and_pixels(harness: NodeHarness) -> None:
     published = frames(T0, 30)
     harness.publish(published)
+    assert harness.counter("image_publishers") == 1  # the test's publisher, as the node sees it
     response = harness.ask("what moves?")
     assert response.success, response.message
     answer = response.answer
