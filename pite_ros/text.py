@@ -119,6 +119,7 @@ CONJUNCTIONS = frozenset({"and", "or"})
 SUBORDINATORS = frozenset("""while when as then than that which who whom whose where because but so if
     not very too also just still again there here""".split())
 
+_OPTION_LABEL = re.compile(r"\([A-Za-z]\)")
 _WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*|\d+(?:\.\d+)?|[^\sA-Za-z\d]")
 
 
@@ -145,17 +146,31 @@ def noun_phrases(text: str, backend: Backend | None = None) -> list[tuple[int, i
 
 
 def extract_phrases(text: str, backend: Backend | None = None) -> list[Phrase]:
-    """The full noun phrases of ``text`` as ``Phrase`` objects (see the module docstring for the rules)."""
+    """The full noun phrases of ``text`` as ``Phrase`` objects (see the module docstring for the rules).
+
+    Multiple-choice option labels (``(a)``) are blanked first: spaCy read ``(a) small.`` as
+    the phrase ``a) small``, and the node drew a track for it.
+    """
     if backend is None:
         backend = "spacy" if _spacy_pipeline() is not None else "rules"
+    masked = _OPTION_LABEL.sub(lambda match: " " * len(match.group()), text)
     if backend == "spacy":
         nlp = _spacy_pipeline()
         if nlp is None:
             raise RuntimeError(f"spaCy or its model {SPACY_MODEL} is not installed (pip install '.[annotate]')")
-        return _spacy_phrases(nlp(text), text)
-    if backend == "rules":
-        return _rule_phrases(text)
-    raise ValueError(f"unknown noun-phrase backend {backend!r}; expected 'spacy' or 'rules'")
+        phrases = _spacy_phrases(nlp(masked), masked)
+    elif backend == "rules":
+        phrases = _rule_phrases(masked)
+    else:
+        raise ValueError(f"unknown noun-phrase backend {backend!r}; expected 'spacy' or 'rules'")
+    return [_trimmed(phrase, text) for phrase in phrases]
+
+
+def _trimmed(phrase: Phrase, text: str) -> Phrase:
+    """``phrase`` without the blanks a masked label left at its edges, its text taken from ``text``."""
+    start = phrase.start + len(phrase.text) - len(phrase.text.lstrip())
+    end = phrase.end - (len(phrase.text) - len(phrase.text.rstrip()))
+    return Phrase(text[start:end], start, end, phrase.head)
 
 
 def active_backend() -> Backend:

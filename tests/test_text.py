@@ -22,6 +22,9 @@ SHARED = [
     # Model answers carry temporal tokens (pite_ros.model.temporal): never phrases themselves.
     ("From <47> to <83>, a man in a red shirt rides a horse.", ["a man in a red shirt", "a horse"]),
     ("<grounded> the red circle enters at <1.25> and stops at <3.50>.", ["the red circle"]),
+    # Multiple-choice answers: the option label is not part of any phrase.
+    ("(b) the red circle.", ["the red circle"]),
+    ("(a) small.", []),
 ]
 
 spacy_available = text_module._spacy_pipeline() is not None
