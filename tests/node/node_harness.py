@@ -65,19 +65,23 @@ class NodeHarness(PiteClient):
     def spin_until(self, done, timeout: float = TIMEOUT, what: str = "the node") -> None:
         super().spin_until(done, timeout, what)
 
+    def frames_counted(self) -> int:
+        """Images the node has received or rejected, as /diagnostics last said."""
+        return self.counter("frames_received") + self.counter("frames_rejected")
+
     def publish(self, messages) -> None:
         """Publish ``messages`` and wait until the node has counted them all."""
         self.wait_matched(self.images, TIMEOUT)
-        before = self.counter("frames_received") + self.counter("frames_rejected")
+        before = self.frames_counted()
         for msg in messages:
             self.images.publish(msg)
             self.executor.spin_once(timeout_sec=0.01)
         expected = before + len(messages)
-        counted = lambda: self.counter("frames_received") + self.counter("frames_rejected")  # noqa: E731
         try:
-            self.spin_until(lambda: counted() >= expected, timeout=45.0, what="the node to count the published images")
+            self.spin_until(lambda: self.frames_counted() >= expected, timeout=45.0,
+                            what="the node to count the published images")
         except TimeoutError as error:
-            raise TimeoutError(f"counted {counted() - before} of {len(messages)} images; diagnostics "
+            raise TimeoutError(f"counted {self.frames_counted() - before} of {len(messages)} images; diagnostics "
                                f"{self.diagnostics}\n{error}") from None
 
     def ask(self, question: str, **fields):
