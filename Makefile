@@ -39,11 +39,8 @@ $(STAMPS)/package: $(STAMPS)/msgs setup.py
 	$(PIP) install -c constraints.txt --no-deps --no-build-isolation -e .
 	touch $@
 
-# ROS tests run in a pytest process of their own, after the rest, so their DDS participants and
-# node processes never share a process with the torch/ONNX thread pools of the model tests.
 test: setup
-	$(PY) -m pytest -m "not slow and not ros" $(PYTEST_ARGS)
-	$(PY) -m pytest -m "not slow and ros" $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/pite-demo
