@@ -80,8 +80,8 @@ class TimedBackend:
     def decode(self, *args):
         return self._timed("decode", self.backend.decode, *args)
 
-    def trajectory(self, hidden):
-        return self.backend.trajectory(hidden)
+    def trajectory(self, hidden, visual, row):
+        return self.backend.trajectory(hidden, visual, row)
 
 
 def build_random_checkpoint(preset: str, directory: Path) -> Path:

@@ -5,7 +5,8 @@ config and tokenizer saved beside the graphs, opens the three sessions on the co
 providers (``onnx_providers``) and answers with ``pite_ros.model.generation.generate``,
 the same loop, phrases, trajectories and segments as the torch engine; ``OrtBackend`` is
 only the runtime part: the vision graph, the embedding lookup and splice of the visual
-tokens, the decoder with its KV cache, and the trajectory projector.
+tokens, the decoder with its KV cache, and the trajectory projector (fed the row's patch
+tokens from the vision graph for a soft-argmax read-out).
 
 The KV cache stays in the sessions' device memory between steps (I/O binding: presents of
 one step are bound as the pasts of the next), so a GPU provider does not copy the cache
@@ -64,8 +65,9 @@ class OrtBackend:
                       for arg in session.get_inputs()}
         self.device = "cuda" if self.decoder.get_providers()[0] in GPU_PROVIDERS else "cpu"
 
-    def encode(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self.vision.run(None, {"pixel_values": pixel_values.astype(self.types["pixel_values"])})[0]
+    def encode(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self.vision.run(None, {"pixel_values": pixel_values.astype(self.types["pixel_values"])})
+        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
     def embed(self, input_ids: np.ndarray) -> np.ndarray:
         """``(B, L)`` ids -> ``(B, L, d)`` rows of the exported embedding table (float32 copy)."""
@@ -85,7 +87,7 @@ class OrtBackend:
         return embeds
 
     def prefill(self, visual, frame_mask, input_ids, attention_mask, position_ids) -> Step:
-        embeds = self.splice(visual, frame_mask, input_ids)
+        embeds = self.splice(visual[0], frame_mask, input_ids)
         outputs, cache = self.run_decoder(embeds, attention_mask, position_ids, None)
         return self._step(outputs, cache)
 
@@ -93,8 +95,10 @@ class OrtBackend:
         outputs, cache = self.run_decoder(self.embed(token_ids), attention_mask, position_ids, cache)
         return self._step(outputs, cache)
 
-    def trajectory(self, hidden: np.ndarray) -> np.ndarray:
+    def trajectory(self, hidden: np.ndarray, visual, row: int) -> np.ndarray:
         feed = {"hidden": hidden[None].astype(self.types["hidden"])}
+        if visual[1] is not None:
+            feed["patch_tokens"] = visual[1][row : row + 1].astype(self.types["patch_tokens"])
         return self.projector.run(None, feed)[0][0].astype(np.float32)
 
     def run_decoder(

@@ -1,18 +1,21 @@
 """The three ONNX graphs of an export, as torch modules with flat tensor inputs and outputs.
 
-- ``vision``: ``pixel_values (B, T, 3, S, S) -> visual_embeds (B, V, d)``: ``encode_frames``
-  (vision tower + adapter μ). B and T are dynamic; two-stream encoding needs exactly K·F
-  frames, so there T is fixed.
+- ``vision``: ``pixel_values (B, T, 3, S, S) -> visual_embeds (B, V, d)``: ``encode_clip``
+  (vision tower + adapter μ), and ``patch_tokens (B, T, G², D_v)`` for a soft-argmax
+  read-out. B and T are dynamic; two-stream encoding needs exactly K·F frames, so there T
+  is fixed.
 - ``decoder``: the LM, its head and the trajectory projector with a KV cache:
   ``inputs_embeds (B, L, d)``, ``attention_mask (B, P + L)`` int64, ``position_ids (B, L)``
   int64, ``past_key_values.{i}.key|value (B, H, P, D)`` -> ``logits (B, L, vocab)``,
-  ``traj (B, L, N, P, 2)``, ``hidden (B, L, d)``, ``present.{i}.key|value (B, H, P + L, D)``.
+  ``traj (B, L, N, P, 2)`` (not with a soft-argmax read-out: it needs the patches, and
+  answers read pooled phrase states only), ``hidden (B, L, d)``,
+  ``present.{i}.key|value (B, H, P + L, D)``.
   The first pass (prefill) feeds past tensors with P = 0. ``hidden`` is there because a
   phrase's trajectory is the projector applied to the MEAN hidden state of its tokens
   (``pite_ros.model.generation``): averaging the per-token ``traj`` outputs would not be the
   same (the sigmoid, and the GELU of an ``mlp`` projector, are not linear).
 - ``projector``: ``hidden (B, d) -> traj (B, N, P, 2)``: ``project``'s trajectory half, run
-  on pooled phrase states. A graph of its own (not NumPy with exported weights) so both
+  on pooled phrase states; a soft-argmax read-out also takes ``patch_tokens (B, T, G², D_v)``. A graph of its own (not NumPy with exported weights) so both
   projector types (linear, Linear-GELU-Linear) run the model's own operators.
 
 Exported with ``torch.onnx.export(dynamo=True)`` and ``torch.export.Dim.DYNAMIC`` axes
@@ -32,15 +35,33 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
+from pite_ros.model.config import PiteConfig
 from pite_ros.model.modeling import PiteForConditionalGeneration
 
 DEFAULT_OPSET = 18
 
 VISION_INPUTS = ["pixel_values"]
-VISION_OUTPUTS = ["visual_embeds"]
-PROJECTOR_INPUTS = ["hidden"]
 PROJECTOR_OUTPUTS = ["traj"]
-DECODER_OUTPUTS = ["logits", "traj", "hidden"]
+
+
+def reads_patches(config: PiteConfig) -> bool:
+    """Whether the trajectory head reads the patch tokens (``trajectory_readout: soft_argmax``)."""
+    return config.trajectory_readout == "soft_argmax"
+
+
+def vision_outputs(config: PiteConfig) -> list[str]:
+    """The vision graph's outputs: the visual tokens, and the patch tokens when read."""
+    return ["visual_embeds", "patch_tokens"] if reads_patches(config) else ["visual_embeds"]
+
+
+def decoder_outputs(config: PiteConfig) -> list[str]:
+    """The decoder graph's outputs before the cache: ``traj`` only for the projector read-out."""
+    return ["logits", "hidden"] if reads_patches(config) else ["logits", "traj", "hidden"]
+
+
+def projector_inputs(config: PiteConfig) -> list[str]:
+    """The projector graph's inputs: a hidden state, and the clip's patch tokens when read."""
+    return ["hidden", "patch_tokens"] if reads_patches(config) else ["hidden"]
 
 
 def past_names(num_layers: int) -> list[str]:
@@ -63,14 +84,15 @@ class GraphSpec:
 
 
 class VisionGraph(nn.Module):
-    """``encode_frames``: ``(B, T, 3, S, S)`` -> ``(B, V, d)``."""
+    """``encode_clip``: ``(B, T, 3, S, S)`` -> ``(B, V, d)`` [and ``(B, T, G², D_v)``]."""
 
     def __init__(self, model: PiteForConditionalGeneration) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_frames(pixel_values)
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        visual, patches = self.model.encode_clip(pixel_values)
+        return (visual,) if patches is None else (visual, patches)
 
 
 class DecoderGraph(nn.Module):
@@ -87,18 +109,19 @@ class DecoderGraph(nn.Module):
             cache.update(past[2 * layer], past[2 * layer + 1], layer)
         step = self.model.decoder_step(inputs_embeds, attention_mask, position_ids, cache)
         present = [tensor for layer in step.past_key_values.layers for tensor in (layer.keys, layer.values)]
-        return (step.logits, step.traj, step.hidden, *present)
+        heads = (step.logits, step.hidden) if step.traj is None else (step.logits, step.traj, step.hidden)
+        return (*heads, *present)
 
 
 class ProjectorGraph(nn.Module):
-    """The trajectory projector: ``(B, d)`` -> ``(B, N, P, 2)`` in [0, 1]."""
+    """The trajectory head: ``(B, d)`` [and ``(B, T, G², D_v)``] -> ``(B, N, P, 2)`` in [0, 1]."""
 
     def __init__(self, model: PiteForConditionalGeneration) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.project(hidden)[1]
+    def forward(self, hidden: torch.Tensor, *patch_tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.project(hidden, *patch_tokens)[1]
 
 
 def kv_shape(model: PiteForConditionalGeneration) -> tuple[int, int, int]:
@@ -127,7 +150,7 @@ def export_graphs(
         frames, frame_axes = options.num_segments * options.frames_per_segment, {0: dynamic}
     else:
         frames, frame_axes = 3, {0: dynamic, 1: dynamic}
-    specs = {"vision": GraphSpec("vision.onnx", VISION_INPUTS, VISION_OUTPUTS)}
+    specs = {"vision": GraphSpec("vision.onnx", VISION_INPUTS, vision_outputs(config))}
     _export(VisionGraph(model), (torch.randn(2, frames, 3, size, size),), directory / "vision.onnx", specs["vision"],
             {"pixel_values": frame_axes}, opset)
 
@@ -141,14 +164,17 @@ def export_graphs(
     )
     axes = {0: dynamic, 1: dynamic}
     inputs = ["inputs_embeds", "attention_mask", "position_ids", *past_names(num_layers)]
-    specs["decoder"] = GraphSpec("decoder.onnx", inputs, [*DECODER_OUTPUTS, *present_names(num_layers)])
+    specs["decoder"] = GraphSpec("decoder.onnx", inputs, [*decoder_outputs(config), *present_names(num_layers)])
     _export(DecoderGraph(model), example, directory / "decoder.onnx", specs["decoder"],
             {"inputs_embeds": axes, "attention_mask": axes, "position_ids": axes,
              "past": tuple({0: dynamic, 2: dynamic} for _ in range(2 * num_layers))}, opset)
 
-    specs["projector"] = GraphSpec("projector.onnx", PROJECTOR_INPUTS, PROJECTOR_OUTPUTS)
-    _export(ProjectorGraph(model), (torch.randn(2, hidden),), directory / "projector.onnx", specs["projector"],
-            {"hidden": {0: dynamic}}, opset)
+    specs["projector"] = GraphSpec("projector.onnx", projector_inputs(config), PROJECTOR_OUTPUTS)
+    example, axes = (torch.randn(2, hidden),), {"hidden": {0: dynamic}}
+    if reads_patches(config):
+        patches = (config.patch_grid**2, int(config.vision_config.hidden_size))
+        example, axes = (*example, torch.randn(2, 3, *patches)), {**axes, "patch_tokens": ({0: dynamic, 1: dynamic},)}
+    _export(ProjectorGraph(model), example, directory / "projector.onnx", specs["projector"], axes, opset)
     return specs
 
 

@@ -6,12 +6,13 @@ checked on the same inputs; held-out probes (another seed, other questions) meas
 agreement of the reduced-precision variants.
 
 Parity (``check_parity``), the gate of an fp32 export:
-- the visual tokens of a batch of probes, then the decoder over the left-padded batch fed
+- the visual tokens (and patch tokens, for a soft-argmax read-out) of a batch of probes, then the decoder over the left-padded batch fed
   the SAME spliced embeddings on both sides: prefill and ``decode_steps`` steps (torch's
   greedy tokens), each runtime with its own KV cache. Max abs differences of logits,
   trajectories (per position) and hidden states, on real positions only: padded positions
-  attend to nothing and hold arbitrary values in both runtimes. Then the projector on the
-  last hidden states.
+  attend to nothing and hold arbitrary values in both runtimes (no per-position
+  trajectories for a soft-argmax read-out: its decoder graph has none). Then the projector
+  on the last hidden states (with each row's patches).
 - greedy answers of every probe through the shared loop: token ids must be identical.
 A difference passes when ``diff <= tolerance * max(1, max |torch value|)``: absolute for
 values within [-1, 1] (trajectories), relative to the largest value beyond (logits).
@@ -33,6 +34,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from pite_ros.engine.onnx_engine import OrtBackend
+from pite_ros.engine.onnx_graphs import decoder_outputs
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.generation import GreedyBackend, TorchBackend, advance, generate, start
 from pite_ros.model.modeling import PiteForConditionalGeneration
@@ -49,6 +51,7 @@ class Tolerances:
     """Max abs difference allowed, scaled by ``max(1, max |torch value|)`` (see the module doc)."""
 
     visual: float = 1e-3
+    patches: float = 1e-3
     logits: float = 1e-3
     traj: float = 1e-4
     hidden: float = 1e-4
@@ -114,17 +117,20 @@ def decoder_parity(
         diffs[name] = max(diffs.get(name, 0.0), float(np.abs(ours - reference).max()))
         scales[name] = max(scales.get(name, 0.0), float(np.abs(reference).max()))
 
-    visual = model.encode_frames(pixels["pixel_values"])
+    visual, patches = model.encode_clip(pixels["pixel_values"])
     real_frames = model.visual_mask(pixels["frame_mask"])
-    record("visual", backend.encode(pixels["pixel_values"].numpy()), visual,
-           None if real_frames is None else real_frames.numpy())
+    encoded = backend.encode(pixels["pixel_values"].numpy())
+    record("visual", encoded[0], visual, None if real_frames is None else real_frames.numpy())
+    if patches is not None:
+        record("patches", encoded[1], patches)
     embeds = model.merge_visual(prompts["input_ids"], visual, real_frames)
     mask, positions = prompts["attention_mask"], prompts["position_ids"]
     reference = model.decoder_step(embeds, mask, positions, DynamicCache(config=model.config.text_config))
-    ours, cache = backend.run_decoder(embeds.numpy(), mask.numpy(), positions.numpy(), None, COMPARED)
+    compared = tuple(name for name in COMPARED if name in decoder_outputs(model.config))
+    ours, cache = backend.run_decoder(embeds.numpy(), mask.numpy(), positions.numpy(), None, compared)
     real = mask.numpy().astype(bool)
     counted = int(real.sum())
-    for name in COMPARED:
+    for name in compared:
         record(name, ours[name], getattr(reference, name), real)
     positions = positions[:, -1:]
     for _ in range(decode_steps):
@@ -133,12 +139,13 @@ def decoder_parity(
         positions = positions + 1
         embeds = model.embed_tokens(chosen)
         reference = model.decoder_step(embeds, mask, positions, reference.past_key_values)
-        ours, cache = backend.run_decoder(embeds.numpy(), mask.numpy(), positions.numpy(), cache, COMPARED)
+        ours, cache = backend.run_decoder(embeds.numpy(), mask.numpy(), positions.numpy(), cache, compared)
         counted += len(batch)
-        for name in COMPARED:
+        for name in compared:
             record(name, ours[name], getattr(reference, name))
-    for row in reference.hidden[:, -1]:
-        record("projector", backend.trajectory(row.numpy()), model.project(row)[1])
+    for row, hidden in enumerate(reference.hidden[:, -1]):
+        clip = None if patches is None else patches[row : row + 1]
+        record("projector", backend.trajectory(hidden.numpy(), encoded, row), model.project(hidden[None], clip)[1][0])
     return {"max_abs_diff": diffs, "reference_max_abs": scales, "positions": counted}
 
 
@@ -177,7 +184,7 @@ def check_parity(
 
 def teacher_forced(backend: GreedyBackend, probe: Probe, tokens: list[int]) -> np.ndarray:
     """Logits ``(len(tokens), vocab)`` of ``backend`` at each step when fed ``tokens[:-1]`` after the prompt."""
-    step, mask, positions = start(backend, [probe.frames], [probe.question])
+    step, mask, positions, _ = start(backend, [probe.frames], [probe.question])
     logits = [step.logits[0]]
     for token in tokens[:-1]:
         step, mask, positions = advance(backend, step, np.array([token]), mask, positions)

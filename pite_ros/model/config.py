@@ -60,6 +60,10 @@ class PiteConfig(PreTrainedConfig):
     - ``adapter_type``: "linear" (PiTe's μ) or "mlp" (Linear-GELU-Linear).
     - ``projector_type``: "linear" (the authors' code) or "mlp" (the paper's words) for the
       localization projector φ and the trajectory projector.
+    - ``trajectory_readout``: "projector" (the paper: φ and the trajectory projector regress
+      from the hidden state) or "soft_argmax" (they find the object among the vision
+      tower's patch tokens, ``pite_ros.model.readout``; PiTe encoding only);
+      ``readout_dim`` its key width, ``readout_max_offset`` its largest sub-patch offset.
     - ``num_frames`` N (visual tokens per clip and trajectory rows), ``num_points`` P,
       ``num_time_bins`` M (temporal tokens ``<0>..<M>``).
     - ``coord_weight`` λ of the L1 terms; ``label_smoothing`` of the stage-3 CE.
@@ -86,6 +90,9 @@ class PiteConfig(PreTrainedConfig):
     vision_feature: Literal["pooled", "projected"] = "pooled"
     adapter_type: Literal["linear", "mlp"] = "linear"
     projector_type: Literal["linear", "mlp"] = "linear"
+    trajectory_readout: Literal["projector", "soft_argmax"] = "projector"
+    readout_dim: int = 64
+    readout_max_offset: float = 0.1
     num_frames: int = 8
     num_points: int = 4
     num_time_bins: int = DEFAULT_NUM_TIME_BINS
@@ -114,9 +121,15 @@ class PiteConfig(PreTrainedConfig):
         self.image_std = list(self.image_std or CLIP_STD)
         self.extra_trainable = list(self.extra_trainable or [])
         self.stage_trainable = {str(k): list(v) for k, v in (self.stage_trainable or {}).items()}
-        for name in ("num_frames", "num_points", "num_time_bins", "lora_r", "max_new_tokens"):
+        for name in ("num_frames", "num_points", "num_time_bins", "lora_r", "max_new_tokens", "readout_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"PiteConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.trajectory_readout not in ("projector", "soft_argmax"):
+            raise ConfigError(f"PiteConfig.trajectory_readout must be 'projector' or 'soft_argmax', "
+                              f"got {self.trajectory_readout!r}")
+        if self.trajectory_readout == "soft_argmax" and self.visual_encoding != "pite":
+            raise ConfigError("PiteConfig.trajectory_readout='soft_argmax' reads the PiTe vision tower's patch "
+                              "tokens: it needs visual_encoding='pite'")
         if self.visual_encoding == "two_stream":
             if not self.two_stream:
                 raise ConfigError("PiteConfig.two_stream must hold the two-stream options when visual_encoding='two_stream'")
@@ -135,6 +148,11 @@ class PiteConfig(PreTrainedConfig):
         if self.visual_encoding == "two_stream":
             return int(self.two_stream_config().image_tower_config().image_size)
         return int(self.vision_config.image_size)
+
+    @property
+    def patch_grid(self) -> int:
+        """Patches per side of the vision tower's grid (PiTe encoding)."""
+        return int(self.vision_config.image_size) // int(self.vision_config.patch_size)
 
     @property
     def hidden_size(self) -> int:

@@ -3,7 +3,7 @@
 One greedy loop (``generate``) serves every runtime: it talks to a ``GreedyBackend`` that
 encodes frames, runs the decoder over the prompt (prefill) and over one token per row
 (decode) with its own KV cache, and projects a hidden state to a trajectory. ``TorchBackend``
-wraps the model (``encode_frames``, ``merge_visual``, ``decoder_step`` with a
+wraps the model (``encode_clip``, ``merge_visual``, ``decoder_step`` with a
 ``transformers`` ``DynamicCache``, ``project``); the ONNX Runtime engine has its own
 (``pite_ros.engine.onnx_engine.OrtBackend``). Preprocessing, token choice, stopping,
 phrases, trajectories, scores and segments are this module's alone, so both runtimes return
@@ -18,7 +18,8 @@ training shift), so each generated token keeps that hidden state. A noun phrase'
 trajectory is the trajectory projector applied to the MEAN of the hidden states of the
 tokens overlapping the phrase (one projection of the phrase's pooled state rather than a
 mean of per-token trajectories, so the phrase gets one consistent track; with a linear
-projector the two differ only by the sigmoid). Its score is the mean probability the model
+projector the two differ only by the sigmoid); a soft-argmax read-out reads it from the
+row's clip patches, which ``encode`` returned. Its score is the mean probability the model
 gave its tokens. Phrases come from ``phrase_fn(text) -> [(start, end)]``, by default
 ``pite_ros.text.noun_phrases`` (spaCy, rule-based fallback). Time segments are the pairs of
 temporal tokens of the text (``temporal.parse_segments``), in seconds.
@@ -62,7 +63,8 @@ class GreedyBackend(Protocol):
     tokenizer: PreTrainedTokenizerBase
 
     def encode(self, pixel_values: np.ndarray) -> Any:
-        """``(B, T, 3, S, S)`` float32 pixels -> the visual tokens ``(B, V, d)`` (backend's own type)."""
+        """``(B, T, 3, S, S)`` float32 pixels -> the clips' encoding (backend's own type): the
+        visual tokens ``(B, V, d)`` and, for a soft-argmax read-out, the patch tokens."""
         ...
 
     def prefill(
@@ -70,7 +72,7 @@ class GreedyBackend(Protocol):
         position_ids: np.ndarray,
     ) -> Step:
         """The decoder over left-padded prompts ``(B, L)`` with the ``<video>`` slots filled by
-        ``visual`` (``frame_mask`` ``(B, T)``: real frames), from an empty cache."""
+        ``visual``'s tokens (``frame_mask`` ``(B, T)``: real frames), from an empty cache."""
         ...
 
     def decode(self, token_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, cache: Any) -> Step:
@@ -78,8 +80,9 @@ class GreedyBackend(Protocol):
         ``attention_mask`` ``(B, past + 1)``."""
         ...
 
-    def trajectory(self, hidden: np.ndarray) -> np.ndarray:
-        """The trajectory projector on one hidden state ``(d,)`` -> ``(N, P, 2)`` float32 in [0, 1]."""
+    def trajectory(self, hidden: np.ndarray, visual: Any, row: int) -> np.ndarray:
+        """The trajectory head on one hidden state ``(d,)`` of batch row ``row`` (``visual``: what
+        ``encode`` returned) -> ``(N, P, 2)`` float32 in [0, 1]."""
         ...
 
 
@@ -103,13 +106,13 @@ class TorchBackend:
         return Step(*(tensor.float().cpu().numpy() for tensor in last), step.past_key_values)
 
     @torch.no_grad()
-    def encode(self, pixel_values: np.ndarray) -> torch.Tensor:
-        return self.model.encode_frames(self._tensor(pixel_values))
+    def encode(self, pixel_values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.model.encode_clip(self._tensor(pixel_values))
 
     @torch.no_grad()
     def prefill(self, visual, frame_mask, input_ids, attention_mask, position_ids) -> Step:
         model = self.model
-        embeds = model.merge_visual(self._tensor(input_ids), visual, model.visual_mask(self._tensor(frame_mask)))
+        embeds = model.merge_visual(self._tensor(input_ids), visual[0], model.visual_mask(self._tensor(frame_mask)))
         cache = DynamicCache(config=self.config.text_config)
         return self._step(model.decoder_step(embeds, self._tensor(attention_mask), self._tensor(position_ids), cache))
 
@@ -120,9 +123,10 @@ class TorchBackend:
         return self._step(step)
 
     @torch.no_grad()
-    def trajectory(self, hidden: np.ndarray) -> np.ndarray:
+    def trajectory(self, hidden: np.ndarray, visual, row: int) -> np.ndarray:
         dtype = next(self.model.traj_projector.parameters()).dtype
-        return self.model.project(self._tensor(hidden).to(dtype))[1].float().cpu().numpy()
+        patches = None if visual[1] is None else visual[1][row : row + 1]
+        return self.model.project(self._tensor(hidden[None]).to(dtype), patches)[1][0].float().cpu().numpy()
 
 
 def default_phrase_fn() -> PhraseFn:
@@ -173,7 +177,7 @@ def generate(
     tokenizer = backend.tokenizer
     limit = max_new_tokens or backend.config.max_new_tokens
     phrase_fn = phrase_fn or default_phrase_fn()
-    step, mask, positions = start(backend, clips, questions)
+    step, mask, positions, visual = start(backend, clips, questions)
 
     batch = len(clips)
     tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -199,16 +203,17 @@ def generate(
         step, mask, positions = advance(backend, step, np.where(done, tokenizer.pad_token_id, chosen), mask, positions)
 
     return [
-        _result(backend, tokens[row], hiddens[row], probabilities[row], float(durations[row]), phrase_fn)
+        _result(backend, tokens[row], hiddens[row], probabilities[row], float(durations[row]), phrase_fn,
+                lambda hidden, row=row: backend.trajectory(hidden, visual, row))
         for row in range(batch)
     ]
 
 
 def start(
     backend: GreedyBackend, clips: Sequence[np.ndarray], questions: Sequence[str]
-) -> tuple[Step, np.ndarray, np.ndarray]:
+) -> tuple[Step, np.ndarray, np.ndarray, Any]:
     """Preprocess, encode and prefill: the first ``Step``, the attention mask ``(B, L)`` of the
-    left-padded prompts and each row's last position ``(B, 1)``."""
+    left-padded prompts, each row's last position ``(B, 1)`` and the clips' encoding."""
     processor = PiteProcessor(backend.tokenizer, backend.config)
     pixels = processor.pixel_batch(clips)
     prompts = processor.prompt_batch(questions, [len(clip) for clip in clips])
@@ -216,7 +221,7 @@ def start(
     visual = backend.encode(pixels["pixel_values"].numpy())
     mask = prompts["attention_mask"]
     step = backend.prefill(visual, pixels["frame_mask"].numpy(), prompts["input_ids"], mask, prompts["position_ids"])
-    return step, mask, prompts["position_ids"][:, -1:]
+    return step, mask, prompts["position_ids"][:, -1:], visual
 
 
 def advance(
@@ -241,8 +246,9 @@ def _result(
     probabilities: list[float],
     duration: float,
     phrase_fn: PhraseFn,
+    trajectory: Callable[[np.ndarray], np.ndarray],
 ) -> AnswerResult:
-    """Text, phrases with trajectories and segments of one generated answer."""
+    """Text, phrases with trajectories (``trajectory(pooled hidden)``) and segments of one answer."""
     tokenizer, config = backend.tokenizer, backend.config
     text = tokenizer.decode(tokens, skip_special_tokens=True)
     spans = token_spans(tokenizer, tokens)
@@ -252,9 +258,8 @@ def _result(
         if not members:
             continue
         pooled = np.stack([hiddens[i] for i in members]).mean(0)
-        trajectory = backend.trajectory(pooled)
         score = float(np.mean([probabilities[i] for i in members]))
-        phrases.append(PhraseTrack(text=text[start:end], span=(start, end), trajectory=trajectory, score=score))
+        phrases.append(PhraseTrack(text=text[start:end], span=(start, end), trajectory=trajectory(pooled), score=score))
     if duration > 0:
         segments = parse_segments(text, duration, config.num_time_bins)
         frame_times = uniform_frame_times(0.0, duration, config.num_frames)

@@ -5,11 +5,13 @@ CLS feature goes through the adapter μ into the LLM's embedding space (one visu
 frame, ``z ∈ R^{N×d}``); the LLM reads ``z`` and the text; on the same last hidden state h_i,
 the vocabulary head gives the next token, the localization projector φ a point (x, y) and
 the trajectory projector N frames × P points × (x, y). Projector outputs go through a
-sigmoid so they lie in [0, 1] like the normalised targets.
+sigmoid so they lie in [0, 1] like the normalised targets. With ``trajectory_readout:
+soft_argmax`` both heads instead read the point from the vision tower's patch tokens
+(``pite_ros.model.readout``, a deviation explained there), so they need the clip's patches.
 
-Two pieces are callable on their own for ONNX export and the engines: ``encode_frames``
-(vision tower + adapter) and ``decoder_step`` (LM + heads, with a KV cache). ``forward``
-is ``encode_frames`` → splice into the embeddings → ``decoder_step`` → losses.
+Two pieces are callable on their own for ONNX export and the engines: ``encode_clip``
+(vision tower + adapter, and the patch tokens) and ``decoder_step`` (LM + heads, with a KV
+cache). ``forward`` is ``encode_clip`` → splice into the embeddings → ``decoder_step`` → losses.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pite_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.generation import PhraseFn, TokenCallback, answer_batch
 from pite_ros.model.losses import pite_loss
+from pite_ros.model.readout import SoftArgmaxReadout, trajectory_rows
 from pite_ros.model.tokenizer import bind_tokenizer
 from pite_ros.model.two_stream import TwoStreamEncoder
 from pite_ros.types import AnswerResult
@@ -47,7 +50,7 @@ class PiteOutput(ModelOutput):
 
     ``logits`` ``(B, L, vocab)``; ``loc`` ``(B, L, 2)``; ``traj`` ``(B, L, N, P, 2)``; ``hidden_states``
     ``(B, L, d)`` (the LM's last, normalised hidden states); outputs at position i describe
-    token i+1.
+    token i+1. ``patch_tokens`` ``(B, T, G², D_v)``: the clip's patches (soft-argmax read-out).
     """
 
     loss: torch.FloatTensor | None = None
@@ -57,15 +60,17 @@ class PiteOutput(ModelOutput):
     loc: torch.FloatTensor | None = None
     traj: torch.FloatTensor | None = None
     hidden_states: torch.FloatTensor | None = None
+    patch_tokens: torch.FloatTensor | None = None
     past_key_values: Cache | None = None
 
 
 class DecoderStep(NamedTuple):
-    """One pass of the LM and its three heads over ``(B, L)`` new positions."""
+    """One pass of the LM and its three heads over ``(B, L)`` new positions (``loc`` and ``traj``
+    None for a soft-argmax read-out given no patches)."""
 
     logits: torch.Tensor  # (B, L, vocab)
-    loc: torch.Tensor  # (B, L, 2)
-    traj: torch.Tensor  # (B, L, N, P, 2)
+    loc: torch.Tensor | None  # (B, L, 2)
+    traj: torch.Tensor | None  # (B, L, N, P, 2)
     hidden: torch.Tensor  # (B, L, d)
     past_key_values: Cache | None
 
@@ -103,8 +108,15 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             self.vision_tower = AutoModel.from_config(config.vision_config)
             self.adapter = make_projector(config.adapter_type, int(config.vision_config.hidden_size), hidden)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        self.loc_projector = make_projector(config.projector_type, hidden, 2)
-        self.traj_projector = make_projector(config.projector_type, hidden, config.num_frames * config.num_points * 2)
+        if config.trajectory_readout == "soft_argmax":
+            size = (hidden, int(config.vision_config.hidden_size), config.patch_grid)
+            self.loc_projector = SoftArgmaxReadout(*size, 1, config.readout_dim, config.readout_max_offset)
+            self.traj_projector = SoftArgmaxReadout(*size, config.num_points, config.readout_dim,
+                                                    config.readout_max_offset)
+        else:
+            self.loc_projector = make_projector(config.projector_type, hidden, 2)
+            self.traj_projector = make_projector(config.projector_type, hidden,
+                                                 config.num_frames * config.num_points * 2)
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.post_init()
 
@@ -123,12 +135,20 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Vision tower + adapter μ: ``(B, T, 3, S, S)`` -> ``(B, T, d)``, one token per frame;
         two-stream: ``(B, K * tokens_per_segment, d)`` (``TwoStreamEncoder``)."""
+        return self.encode_clip(pixel_values)[0]
+
+    def encode_clip(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``encode_frames``'s visual tokens and, for a soft-argmax read-out, the tower's patch
+        tokens ``(B, T, G², D_v)`` (its last hidden state without CLS), from one pass."""
         if self.config.visual_encoding == "two_stream":
-            return self.visual_encoder(pixel_values)
+            return self.visual_encoder(pixel_values), None
         batch, frames = pixel_values.shape[:2]
         output = self.vision_tower(pixel_values=pixel_values.flatten(0, 1).to(self.vision_tower.dtype))
         feature = output.image_embeds if self.config.vision_feature == "projected" else output.pooler_output
-        return self.adapter(feature.to(self.adapter_dtype)).view(batch, frames, -1)
+        visual = self.adapter(feature.to(self.adapter_dtype)).view(batch, frames, -1)
+        if self.config.trajectory_readout != "soft_argmax":
+            return visual, None
+        return visual, output.last_hidden_state[:, 1:].unflatten(0, (batch, frames))
 
     @property
     def adapter_dtype(self) -> torch.dtype:
@@ -157,12 +177,23 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         per frame); all for two-stream (every clip has exactly K segments)."""
         return frame_mask if self.config.visual_encoding == "pite" else None
 
-    def project(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """φ and the trajectory projector on ``(..., d)`` hidden states: ``(..., 2)`` and
-        ``(..., N, P, 2)`` in [0, 1]."""
+    def project(
+        self, hidden: torch.Tensor, patch_tokens: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """φ and the trajectory projector on ``(B, ..., d)`` hidden states: ``(B, ..., 2)`` and
+        ``(B, ..., N, P, 2)`` in [0, 1]. A soft-argmax read-out needs row b's clip patches
+        ``patch_tokens[b]`` ``(B, T, G², D_v)``: φ reads the first frame, trajectory row n the
+        frame ``trajectory_rows`` gives it (frame n when T = N)."""
+        config = self.config
+        if config.trajectory_readout == "soft_argmax":
+            if patch_tokens is None:
+                raise ValueError("a soft-argmax read-out needs the clip's patch tokens (encode_clip)")
+            rows = trajectory_rows(patch_tokens.shape[1], config.num_frames).to(patch_tokens.device)
+            loc = self.loc_projector(hidden, patch_tokens[:, :1])[..., 0, 0, :]
+            return loc, self.traj_projector(hidden, patch_tokens.index_select(1, rows))
         loc = torch.sigmoid(self.loc_projector(hidden))
         traj = torch.sigmoid(self.traj_projector(hidden))
-        return loc, traj.unflatten(-1, (self.config.num_frames, self.config.num_points, 2))
+        return loc, traj.unflatten(-1, (config.num_frames, config.num_points, 2))
 
     def decoder_step(
         self,
@@ -171,12 +202,15 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         position_ids: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool = True,
+        patch_tokens: torch.Tensor | None = None,
     ) -> DecoderStep:
         """The LM over new positions and its three heads.
 
         ``inputs_embeds`` ``(B, L, d)``; ``attention_mask`` ``(B, past + L)`` (0 on padding);
         ``position_ids`` ``(B, L)`` (default: from the mask, so left padding starts at 0);
-        ``past_key_values``: a ``DynamicCache`` (created on the first call when ``use_cache``).
+        ``past_key_values``: a ``DynamicCache`` (created on the first call when ``use_cache``);
+        ``patch_tokens``: the clip's (``project``); without them a soft-argmax read-out gives
+        no ``loc``/``traj`` (generation projects pooled phrase states afterwards instead).
         """
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
@@ -190,7 +224,10 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         )
         hidden = output.last_hidden_state
         logits = lm.get_output_embeddings()(hidden)
-        loc, traj = self.project(hidden)
+        if patch_tokens is None and self.config.trajectory_readout == "soft_argmax":
+            loc = traj = None
+        else:
+            loc, traj = self.project(hidden, patch_tokens)
         return DecoderStep(logits, loc, traj, hidden, output.past_key_values)
 
     # -- training / scoring ---------------------------------------------------------------
@@ -203,6 +240,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         frame_mask: torch.Tensor | None = None,
         visual_embeds: torch.Tensor | None = None,
+        patch_tokens: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         loc_targets: torch.Tensor | None = None,
         loc_mask: torch.Tensor | None = None,
@@ -214,7 +252,8 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
     ) -> PiteOutput:
         """Score a spliced batch (``PiteProcessor``); with ``labels``, the stage's loss.
 
-        ``visual_embeds`` ``(B, V, d)`` (from ``encode_frames``) replace ``pixel_values``.
+        ``visual_embeds`` ``(B, V, d)`` and ``patch_tokens`` (from ``encode_clip``) replace
+        ``pixel_values``.
         ``stage`` 1 adds the location term, 2 the trajectory term, 3 smooths labels by
         ``config.label_smoothing`` and adds the trajectory term only when stage-2 examples
         are mixed into its data (rehearsal: the paper's stage-3 data carries no trajectories,
@@ -224,19 +263,21 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if visual_embeds is None and pixel_values is not None:
-            visual_embeds = self.encode_frames(pixel_values)
+            visual_embeds, patch_tokens = self.encode_clip(pixel_values)
         if visual_embeds is None:
             embeds = self.embed_tokens(input_ids)
         else:
             embeds = self.merge_visual(input_ids, visual_embeds, self.visual_mask(frame_mask))
-        step = self.decoder_step(embeds, attention_mask, position_ids, past_key_values, use_cache)
+        step = self.decoder_step(embeds, attention_mask, position_ids, past_key_values, use_cache, patch_tokens)
         output = PiteOutput(
             logits=step.logits, loc=step.loc, traj=step.traj, hidden_states=step.hidden,
-            past_key_values=step.past_key_values,
+            patch_tokens=patch_tokens, past_key_values=step.past_key_values,
         )
         if labels is not None:
             use_loc = loc_targets is not None and stage in (None, 1)
             use_traj = traj_targets is not None and stage in (None, 2, 3)
+            if (use_loc or use_traj) and step.traj is None:
+                raise ValueError("coordinate targets with a soft-argmax read-out need pixel_values or patch_tokens")
             terms = pite_loss(
                 step.logits,
                 labels,

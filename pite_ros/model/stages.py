@@ -40,6 +40,7 @@ from peft import PeftModel
 
 from pite_ros.model.config import ConfigError
 from pite_ros.model.modeling import PiteForConditionalGeneration
+from pite_ros.model.readout import SoftArgmaxReadout
 
 STAGE_TRAINABLE: dict[int, tuple[str, ...]] = {
     1: ("adapter", "loc_projector", "lora"),
@@ -97,8 +98,12 @@ def init_trajectory_from_localization(model: PiteForConditionalGeneration) -> No
     """Tile φ over the trajectory projector's N·P·2 outputs (PiTe's ablation: this start matters).
 
     The last Linear's rows (x, y) are repeated N·P times; earlier layers of an MLP projector are
-    copied. Before training, every predicted point of every frame equals φ's point.
+    copied. Before training, every predicted point of every frame equals φ's point. A
+    soft-argmax read-out does the same in its form (``SoftArgmaxReadout.tile_from``).
     """
+    if isinstance(model.traj_projector, SoftArgmaxReadout):
+        model.traj_projector.tile_from(model.loc_projector)
+        return
     loc = [m for m in model.loc_projector.modules() if isinstance(m, torch.nn.Linear)]
     traj = [m for m in model.traj_projector.modules() if isinstance(m, torch.nn.Linear)]
     repeats = model.config.num_frames * model.config.num_points

@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny model that memorised one answer, its checkpoint, and ONE export of it
-(fp32 + int8 + fp16) for every engine test (exporting is the slow part)."""
+(fp32 + int8 + fp16) for every engine test (exporting is the slow part). Each comes in both
+trajectory read-outs: the paper's projector, and the soft-argmax over patch tokens that the
+default model ships with (its graphs carry the patch tokens)."""
 
 from __future__ import annotations
 
@@ -24,10 +26,11 @@ def memorised_example() -> Example:
                    trajectories=[SpanTrajectory(*PHRASE, trajectory, np.ones((4, 4), bool))])
 
 
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory, memorised_example):
+@pytest.fixture(scope="session", params=["projector", "soft_argmax"])
+def checkpoint(request, tmp_path_factory, memorised_example):
     """The tiny model after 60 full-parameter steps on one example, saved (LoRA merged)."""
     config = load_config("tiny")
+    config.trajectory_readout = request.param
     config.stage_trainable = {"3": ["vision_tower", "adapter", "llm", "embeddings", "traj_projector"]}
     torch.manual_seed(0)
     model = build_model(config, build_tokenizer(WORDS, 300))

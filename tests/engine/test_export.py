@@ -19,8 +19,11 @@ from pite_ros.tools.export import main as export_main
 
 def test_parity_report_and_manifest(exported, torch_model):
     directory, parity = exported.directory, exported.parity
+    soft_argmax = torch_model.config.trajectory_readout == "soft_argmax"
     assert parity["passed"] and parity["failures"] == [] and parity["greedy_identical"] == "3/3"
-    assert set(parity["max_abs_diff"]) == {"visual", "logits", "traj", "hidden", "projector"}
+    # A soft-argmax read-out compares the patch tokens instead of per-position trajectories.
+    compared = {"visual", "logits", "hidden", "projector", *(["patches"] if soft_argmax else ["traj"])}
+    assert set(parity["max_abs_diff"]) == compared
     for name, diff in parity["max_abs_diff"].items():
         assert diff < 1e-5, name  # fp32 on the same CPU: rounding only
     assert parity["positions"] > 3 * 4  # prefill positions of 3 prompts + 4 decode steps each
@@ -38,12 +41,17 @@ def test_parity_report_and_manifest(exported, torch_model):
     assert {"vision.onnx", "decoder.onnx", "projector.onnx", "embeddings.npy"} <= files
     assert all(manifest["files"][name] == sha256_file(directory / name) for name in files)
 
-    decoder = manifest["graphs"]["decoder"]
+    graphs = manifest["graphs"]
+    decoder = graphs["decoder"]
     assert decoder["inputs"][:4] == ["inputs_embeds", "attention_mask", "position_ids", "past_key_values.0.key"]
-    assert decoder["outputs"][:4] == ["logits", "traj", "hidden", "present.0.key"] and len(decoder["outputs"]) == 3 + 4
-    session = ort.InferenceSession(str(directory / "decoder.onnx"), providers=["CPUExecutionProvider"])
-    assert [arg.name for arg in session.get_inputs()] == decoder["inputs"]
-    assert [arg.name for arg in session.get_outputs()] == decoder["outputs"]
+    heads = ["logits", "hidden"] if soft_argmax else ["logits", "traj", "hidden"]
+    assert decoder["outputs"] == [*heads, "present.0.key", "present.0.value", "present.1.key", "present.1.value"]
+    assert graphs["vision"]["outputs"] == ["visual_embeds", "patch_tokens"] if soft_argmax else ["visual_embeds"]
+    assert graphs["projector"]["inputs"] == ["hidden", "patch_tokens"] if soft_argmax else ["hidden"]
+    for name, spec in graphs.items():
+        session = ort.InferenceSession(str(directory / spec["file"]), providers=["CPUExecutionProvider"])
+        assert [arg.name for arg in session.get_inputs()] == spec["inputs"], name
+        assert [arg.name for arg in session.get_outputs()] == spec["outputs"], name
     # The embedding table beside the graphs is the model's, so text tokens join the visual ones outside.
     table = np.load(directory / "embeddings.npy")
     assert np.array_equal(table, torch_model.causal_lm().get_input_embeddings().weight.detach().numpy())
@@ -56,9 +64,27 @@ def test_dynamic_frames_and_batch(exported, torch_model):
     for shape in ((1, 1), (3, 6)):  # a still image; more frames than the model's N
         pixels = torch.randn(*shape, 3, 32, 32)
         with torch.no_grad():
-            expected = torch_model.encode_frames(pixels).numpy()
-        found = session.run(None, {"pixel_values": pixels.numpy()})[0]
-        assert found.shape == (*shape, 64) and np.abs(found - expected).max() < 1e-5
+            expected = torch_model.encode_clip(pixels)
+        found = session.run(None, {"pixel_values": pixels.numpy()})
+        assert found[0].shape == (*shape, 64) and np.abs(found[0] - expected[0].numpy()).max() < 1e-5
+        if expected[1] is not None:  # soft-argmax: 32 px / patch 8 -> 16 patches of the tower's 32 wide
+            assert found[1].shape == (*shape, 16, 32) and np.abs(found[1] - expected[1].numpy()).max() < 1e-5
+
+
+def test_projector_graph_reads_any_number_of_frames(exported, torch_model):
+    """The soft-argmax trajectory rows read the nearest of T frames (a still image: all rows)."""
+    import torch
+
+    if torch_model.config.trajectory_readout != "soft_argmax":
+        pytest.skip("the projector read-out takes no patch tokens")
+    session = ort.InferenceSession(str(exported.directory / "projector.onnx"), providers=["CPUExecutionProvider"])
+    hidden = torch.randn(2, 64)
+    for frames in (1, 4, 7):
+        patches = torch.randn(2, frames, 16, 32)
+        with torch.no_grad():
+            expected = torch_model.project(hidden, patches)[1].numpy()
+        found = session.run(None, {"hidden": hidden.numpy(), "patch_tokens": patches.numpy()})[0]
+        assert found.shape == (2, 4, 4, 2) and np.abs(found - expected).max() < 1e-5
 
 
 def test_check_parity_names_what_is_off(exported, torch_model):

@@ -74,6 +74,7 @@ def teacher_forced_trajectories(
                 tracks.append(None)
                 continue
             pooled = hidden[row, [t - 1 for t in tokens]].mean(0)
-            tracks.append(model.project(pooled)[1].float().cpu().numpy())
+            patches = None if output.patch_tokens is None else output.patch_tokens[row : row + 1]
+            tracks.append(model.project(pooled[None], patches)[1][0].float().cpu().numpy())
         results.append(tracks)
     return results
