@@ -79,7 +79,10 @@ class OrtBackend:
         marks them, while every two-stream token is real, as in ``visual_mask``)."""
         embeds = self.embed(input_ids)
         slots = input_ids == self.config.video_token_id
-        real = frame_mask if self.config.visual_encoding == "pite" else np.ones(visual.shape[:2], bool)
+        if self.config.visual_encoding == "pite":
+            real = np.repeat(frame_mask, self.config.tokens_per_frame, axis=1)
+        else:
+            real = np.ones(visual.shape[:2], bool)
         if not np.array_equal(slots.sum(1), real.sum(1)):
             raise ValueError(f"visual tokens per row {real.sum(1).tolist()} != <video> positions per row "
                              f"{slots.sum(1).tolist()}")

@@ -64,6 +64,10 @@ class PiteConfig(PreTrainedConfig):
       from the hidden state) or "soft_argmax" (they find the object among the vision
       tower's patch tokens, ``pite_ros.model.readout``; PiTe encoding only);
       ``readout_dim`` its key width, ``readout_max_offset`` its largest sub-patch offset.
+    - ``frame_patch_pool``: 0 gives PiTe's one visual token per frame; k > 0 adds the frame's
+      patch tokens average-pooled k × k (``(G/k)²`` more tokens per frame, through the same
+      post-layernorm and adapter μ as the CLS; PiTe encoding only): a deviation for towers
+      whose CLS token cannot carry what several objects look like and do.
     - ``num_frames`` N (visual tokens per clip and trajectory rows), ``num_points`` P,
       ``num_time_bins`` M (temporal tokens ``<0>..<M>``).
     - ``coord_weight`` λ of the L1 terms; ``label_smoothing`` of the stage-3 CE.
@@ -93,6 +97,7 @@ class PiteConfig(PreTrainedConfig):
     trajectory_readout: Literal["projector", "soft_argmax"] = "projector"
     readout_dim: int = 64
     readout_max_offset: float = 0.1
+    frame_patch_pool: int = 0
     num_frames: int = 8
     num_points: int = 4
     num_time_bins: int = DEFAULT_NUM_TIME_BINS
@@ -130,6 +135,11 @@ class PiteConfig(PreTrainedConfig):
         if self.trajectory_readout == "soft_argmax" and self.visual_encoding != "pite":
             raise ConfigError("PiteConfig.trajectory_readout='soft_argmax' reads the PiTe vision tower's patch "
                               "tokens: it needs visual_encoding='pite'")
+        if self.frame_patch_pool:
+            if self.visual_encoding != "pite" or self.frame_patch_pool < 0 or \
+                    self.patch_grid % self.frame_patch_pool:
+                raise ConfigError(f"PiteConfig.frame_patch_pool={self.frame_patch_pool} must divide the PiTe "
+                                  f"vision tower's {self.patch_grid}-patch grid (visual_encoding='pite')")
         if self.visual_encoding == "two_stream":
             if not self.two_stream:
                 raise ConfigError("PiteConfig.two_stream must hold the two-stream options when visual_encoding='two_stream'")
@@ -153,6 +163,13 @@ class PiteConfig(PreTrainedConfig):
     def patch_grid(self) -> int:
         """Patches per side of the vision tower's grid (PiTe encoding)."""
         return int(self.vision_config.image_size) // int(self.vision_config.patch_size)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Visual tokens per frame of the PiTe encoding: the CLS, and the pooled patches if any."""
+        if not self.frame_patch_pool:
+            return 1
+        return 1 + (self.patch_grid // self.frame_patch_pool) ** 2
 
     @property
     def hidden_size(self) -> int:

@@ -133,7 +133,8 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         return self.causal_lm().get_input_embeddings()(input_ids)
 
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision tower + adapter μ: ``(B, T, 3, S, S)`` -> ``(B, T, d)``, one token per frame;
+        """Vision tower + adapter μ: ``(B, T, 3, S, S)`` -> ``(B, T * tokens_per_frame, d)``, one
+        token per frame (and its pooled patches, ``frame_patch_pool``), frame after frame;
         two-stream: ``(B, K * tokens_per_segment, d)`` (``TwoStreamEncoder``)."""
         return self.encode_clip(pixel_values)[0]
 
@@ -145,10 +146,25 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         batch, frames = pixel_values.shape[:2]
         output = self.vision_tower(pixel_values=pixel_values.flatten(0, 1).to(self.vision_tower.dtype))
         feature = output.image_embeds if self.config.vision_feature == "projected" else output.pooler_output
-        visual = self.adapter(feature.to(self.adapter_dtype)).view(batch, frames, -1)
+        visual = self.adapter(feature.to(self.adapter_dtype)).view(batch, frames, 1, -1)
+        if self.config.frame_patch_pool:
+            visual = torch.cat([visual, self._pooled_patches(output.last_hidden_state).unflatten(0, (batch, frames))], 2)
+        visual = visual.flatten(1, 2)
         if self.config.trajectory_readout != "soft_argmax":
             return visual, None
         return visual, output.last_hidden_state[:, 1:].unflatten(0, (batch, frames))
+
+    def _pooled_patches(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(F, 1 + G², D_v)`` tower states -> ``(F, (G/k)², d)``: the patch grid average-pooled
+        k × k, then the CLS token's path (post-layernorm, CLIP's projection when used, μ)."""
+        grid, pool = self.config.patch_grid, self.config.frame_patch_pool
+        patches = hidden[:, 1:].unflatten(1, (grid, grid)).permute(0, 3, 1, 2)
+        pooled = nn.functional.avg_pool2d(patches, pool).flatten(2).transpose(1, 2)
+        tower = self.vision_tower
+        pooled = getattr(tower, "vision_model", tower).post_layernorm(pooled)
+        if self.config.vision_feature == "projected":
+            pooled = tower.visual_projection(pooled)
+        return self.adapter(pooled.to(self.adapter_dtype))
 
     @property
     def adapter_dtype(self) -> torch.dtype:
@@ -173,9 +189,11 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         return embeds.masked_scatter(slots.unsqueeze(-1), visual_embeds[visual_mask].to(embeds.dtype))
 
     def visual_mask(self, frame_mask: torch.Tensor | None) -> torch.Tensor | None:
-        """Which visual tokens of ``encode_frames`` are real: the frames' mask for PiTe (one token
-        per frame); all for two-stream (every clip has exactly K segments)."""
-        return frame_mask if self.config.visual_encoding == "pite" else None
+        """Which visual tokens of ``encode_frames`` are real: the frames' mask for PiTe (repeated
+        for each token of a frame); all for two-stream (every clip has exactly K segments)."""
+        if self.config.visual_encoding != "pite" or frame_mask is None:
+            return None
+        return frame_mask.repeat_interleave(self.config.tokens_per_frame, dim=1)
 
     def project(
         self, hidden: torch.Tensor, patch_tokens: torch.Tensor | None = None

@@ -37,10 +37,10 @@ class PiteProcessor:
         self.two_stream = config.two_stream_config() if config.visual_encoding == "two_stream" else None
 
     def num_visual_tokens(self, num_frames: int) -> int:
-        """Visual tokens a clip of ``num_frames`` frames becomes: one per frame (PiTe), or
-        K · tokens_per_segment (two-stream; a still image counts as a full clip)."""
+        """Visual tokens a clip of ``num_frames`` frames becomes: ``tokens_per_frame`` per frame
+        (PiTe), or K · tokens_per_segment (two-stream; a still image counts as a full clip)."""
         if self.two_stream is None:
-            return num_frames
+            return num_frames * self.config.tokens_per_frame
         frames = self.two_stream.num_segments * self.two_stream.frames_per_segment
         if num_frames not in (1, frames):
             raise ValueError(f"two-stream encoding needs {frames} frames per clip (or 1 for an image), got {num_frames}")

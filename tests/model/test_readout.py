@@ -135,3 +135,33 @@ def test_soft_argmax_model_answers_with_its_video_example_trajectory(soft_model,
                           phrase_fn=lambda text: [(phrase.start, phrase.end)])
     assert again.text == result.text
     assert np.allclose(again.phrases[0].trajectory, track.trajectory, atol=1e-5)
+
+
+def test_frame_patch_pool_adds_pooled_patch_tokens_per_frame(tokenizer, video_example, image_example):
+    """``frame_patch_pool: 2`` on the tiny 4x4 grid: CLS + 2x2 pooled patches = 5 tokens a frame,
+    frame after frame, each real frame's tokens spliced in order."""
+    config = load_config("tiny")
+    config.frame_patch_pool = 2
+    assert config.tokens_per_frame == 5
+    torch.manual_seed(0)
+    model = build_model(config, tokenizer)
+    processor = PiteProcessor(tokenizer, config)
+    assert processor.num_visual_tokens(4) == 20
+    short = type(video_example)("short", video_example.frames[:2], video_example.prompt, "a red circle.", 3.0)
+    batch = processor([video_example, short])
+    assert (batch["input_ids"] == config.video_token_id).sum(1).tolist() == [20, 10]
+    visual = model.encode_frames(batch["pixel_values"])
+    assert visual.shape == (2, 20, 64)
+    # Token 0 of a frame is its CLS through μ; tokens 1-4 the pooled quarters of its patch grid.
+    with torch.no_grad():
+        output = model.vision_tower(pixel_values=batch["pixel_values"][0, :1])
+        cls = model.adapter(output.pooler_output)
+        quarter = output.last_hidden_state[0, 1:].view(4, 4, -1)[:2, 2:].mean((0, 1))
+        top_right = model.adapter(model.vision_tower.post_layernorm(quarter))
+    assert torch.allclose(visual[0, 0], cls[0], atol=1e-5) and torch.allclose(visual[0, 2], top_right, atol=1e-5)
+    assert model.visual_mask(batch["frame_mask"]).sum(1).tolist() == [20, 10]
+    assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
+    assert model.answer(image_example.frames, "describe the image.", 0.0, max_new_tokens=2).token_ids
+    for bad in (3, -2):
+        with pytest.raises(ConfigError, match="frame_patch_pool"):
+            PiteConfig(frame_patch_pool=bad, vision_config={"image_size": 32, "patch_size": 8})

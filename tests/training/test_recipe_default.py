@@ -47,3 +47,23 @@ def test_card_renders_both_columns_and_every_placeholder(tmp_path: Path) -> None
     assert "2,169,090" in card
     recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None)
     assert "| 93.5 | not run |" in (tmp_path / "README.md").read_text()
+
+
+def test_a_report_older_than_the_weights_is_evaluated_again(tmp_path: Path, monkeypatch) -> None:
+    """Retraining must not leave the previous model's figures in the card."""
+    import os
+
+    model, report_path = tmp_path / "model", tmp_path / "eval.json"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    report_path.write_text('{"tasks": {}, "run": "previous"}')
+    os.utime(report_path, (1_000, 1_000))  # written before the weights
+    calls = []
+
+    def fake_eval(command, check):
+        calls.append(command)
+        report_path.write_text('{"tasks": {}, "run": "new"}')
+
+    monkeypatch.setattr(recipe.subprocess, "run", fake_eval)
+    assert recipe.evaluate(model, report_path, 1)["run"] == "new" and len(calls) == 1
+    assert recipe.evaluate(model, report_path, 1)["run"] == "new" and len(calls) == 1  # fresh: kept

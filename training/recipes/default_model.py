@@ -91,8 +91,10 @@ def install(final: Path, out: Path, summary: dict) -> None:
 
 
 def evaluate(model: Path, report: Path, threads: int) -> dict:
-    """``pite-eval`` of ``model`` on the held-out set; the report's JSON."""
-    if not report.is_file():
+    """``pite-eval`` of ``model`` on the held-out set; the report's JSON. A report older than
+    the weights it scores is stale (the model was retrained since) and is written again."""
+    weights = model / "model.safetensors"
+    if not report.is_file() or report.stat().st_mtime < weights.stat().st_mtime:
         log(f"pite-eval --model {model} --data {WORK_DIR / 'data' / 'eval'} --out {report}")
         subprocess.run([sys.executable, "-m", "training.evaluation.cli", "--model", str(model), "--data",
                         str(WORK_DIR / "data" / "eval"), "--batch-size", "16", "--threads", str(threads),
