@@ -62,3 +62,5 @@ def test_held_out_answers_meet_the_cards_figures(report) -> None:
         assert figure(report, task, name) >= card[task]["metrics"][name] - margin, (task, name)
     for task in (TEACHER_FORCED, GENERATED):
         assert figure(report, task, "L1") <= card[task]["metrics"]["L1"] + 0.1, task
+        # Visible points: where the soft-argmax read-out can see the object (a mean predictor: ~0.4).
+        assert figure(report, task, "L1_visible") <= card[task]["metrics"]["L1_visible"] + 0.05, task

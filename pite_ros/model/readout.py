@@ -43,9 +43,10 @@ def patch_centres(grid: int) -> torch.Tensor:
 
 
 def trajectory_rows(num_frames: int, rows: int) -> torch.Tensor:
-    """Which of ``num_frames`` frames each of ``rows`` trajectory rows reads: the frame nearest
-    in time order (identity when equal; a still image serves every row)."""
-    return (torch.arange(rows) * num_frames) // rows
+    """Which of ``num_frames`` frames each of ``rows`` trajectory rows reads: the one whose
+    time is nearest the row's, both sampled at bin centres ((i + 0.5) / count of the clip);
+    identity when equal, and a still image serves every row."""
+    return ((2 * torch.arange(rows) + 1) * num_frames) // (2 * rows)
 
 
 class SoftArgmaxReadout(nn.Module):

@@ -22,7 +22,7 @@ def test_trajectory_rows_pick_the_nearest_frame():
     assert trajectory_rows(8, 8).tolist() == list(range(8))
     assert trajectory_rows(1, 4).tolist() == [0, 0, 0, 0]  # a still image serves every row
     assert trajectory_rows(4, 8).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert trajectory_rows(16, 4).tolist() == [0, 4, 8, 12]
+    assert trajectory_rows(16, 4).tolist() == [2, 6, 10, 14]  # bin centres 0.125, 0.375, ... of both
 
 
 def test_readout_learns_where_the_named_object_is():

@@ -123,8 +123,11 @@ CARD_ROWS = (
     ("dense captioning CIDEr", "dense_caption", "CIDEr", ""),
     ("dense captioning METEOR", "dense_caption", "METEOR", ""),
     ("trajectory L1, teacher-forced (normalised)", "trajectory_teacher_forced", "L1", "<= 0.05"),
+    ("trajectory L1, teacher-forced, visible points", "trajectory_teacher_forced", "L1_visible", ""),
     ("trajectory PCK@0.05, teacher-forced (%)", "trajectory_teacher_forced", "PCK@0.05", ""),
+    ("trajectory PCK@0.05, teacher-forced, visible points (%)", "trajectory_teacher_forced", "PCK@0.05_visible", ""),
     ("trajectory L1, own captions (normalised)", "trajectory_generated", "L1", "<= 0.05"),
+    ("trajectory L1, own captions, visible points", "trajectory_generated", "L1_visible", ""),
     ("trajectory PCK@0.05, own captions (%)", "trajectory_generated", "PCK@0.05", ""),
 )
 
