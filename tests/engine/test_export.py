@@ -71,20 +71,21 @@ def test_dynamic_frames_and_batch(exported, torch_model):
             assert found[1].shape == (*shape, 16, 32) and np.abs(found[1] - expected[1].numpy()).max() < 1e-5
 
 
-def test_projector_graph_reads_any_number_of_frames(exported, torch_model):
-    """The soft-argmax trajectory rows read the nearest of T frames (a still image: all rows)."""
+def test_projector_graph_matches_torch(exported, torch_model):
+    """The trajectory graph on a batch of hidden states; a soft-argmax read-out's rows also read
+    the nearest of any number T of frames (a still image: every row)."""
     import torch
 
-    if torch_model.config.trajectory_readout != "soft_argmax":
-        pytest.skip("the projector read-out takes no patch tokens")
     session = ort.InferenceSession(str(exported.directory / "projector.onnx"), providers=["CPUExecutionProvider"])
-    hidden = torch.randn(2, 64)
-    for frames in (1, 4, 7):
-        patches = torch.randn(2, frames, 16, 32)
+    hidden = torch.randn(3, 64)
+    soft_argmax = torch_model.config.trajectory_readout == "soft_argmax"
+    for frames in (1, 4, 7) if soft_argmax else (None,):
+        patches = None if frames is None else torch.randn(3, frames, 16, 32)
         with torch.no_grad():
             expected = torch_model.project(hidden, patches)[1].numpy()
-        found = session.run(None, {"hidden": hidden.numpy(), "patch_tokens": patches.numpy()})[0]
-        assert found.shape == (2, 4, 4, 2) and np.abs(found - expected).max() < 1e-5
+        feed = {"hidden": hidden.numpy(), **({} if patches is None else {"patch_tokens": patches.numpy()})}
+        found = session.run(None, feed)[0]
+        assert found.shape == (3, 4, 4, 2) and np.abs(found - expected).max() < 1e-5, frames
 
 
 def test_check_parity_names_what_is_off(exported, torch_model):
