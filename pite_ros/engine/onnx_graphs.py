@@ -15,8 +15,9 @@
   (``pite_ros.model.generation``): averaging the per-token ``traj`` outputs would not be the
   same (the sigmoid, and the GELU of an ``mlp`` projector, are not linear).
 - ``projector``: ``hidden (B, d) -> traj (B, N, P, 2)``: ``project``'s trajectory half, run
-  on pooled phrase states; a soft-argmax read-out also takes ``patch_tokens (B, T, G², D_v)``. A graph of its own (not NumPy with exported weights) so both
-  projector types (linear, Linear-GELU-Linear) run the model's own operators.
+  on pooled phrase states; a soft-argmax read-out also takes ``patch_tokens (B, T, G², D_v)``.
+  A graph of its own (not NumPy with exported weights) so both projector types (linear,
+  Linear-GELU-Linear) run the model's own operators.
 
 Exported with ``torch.onnx.export(dynamo=True)`` and ``torch.export.Dim.DYNAMIC`` axes
 (ENVIRONMENT.md: named Dims with arithmetic fail). Example sizes avoid 0 and 1, which
@@ -44,24 +45,19 @@ VISION_INPUTS = ["pixel_values"]
 PROJECTOR_OUTPUTS = ["traj"]
 
 
-def reads_patches(config: PiteConfig) -> bool:
-    """Whether the trajectory head reads the patch tokens (``trajectory_readout: soft_argmax``)."""
-    return config.trajectory_readout == "soft_argmax"
-
-
 def vision_outputs(config: PiteConfig) -> list[str]:
     """The vision graph's outputs: the visual tokens, and the patch tokens when read."""
-    return ["visual_embeds", "patch_tokens"] if reads_patches(config) else ["visual_embeds"]
+    return ["visual_embeds", "patch_tokens"] if config.reads_patch_tokens else ["visual_embeds"]
 
 
 def decoder_outputs(config: PiteConfig) -> list[str]:
     """The decoder graph's outputs before the cache: ``traj`` only for the projector read-out."""
-    return ["logits", "hidden"] if reads_patches(config) else ["logits", "traj", "hidden"]
+    return ["logits", "hidden"] if config.reads_patch_tokens else ["logits", "traj", "hidden"]
 
 
 def projector_inputs(config: PiteConfig) -> list[str]:
     """The projector graph's inputs: a hidden state, and the clip's patch tokens when read."""
-    return ["hidden", "patch_tokens"] if reads_patches(config) else ["hidden"]
+    return ["hidden", "patch_tokens"] if config.reads_patch_tokens else ["hidden"]
 
 
 def past_names(num_layers: int) -> list[str]:
@@ -171,7 +167,7 @@ def export_graphs(
 
     specs["projector"] = GraphSpec("projector.onnx", projector_inputs(config), PROJECTOR_OUTPUTS)
     example, axes = (torch.randn(2, hidden),), {"hidden": {0: dynamic}}
-    if reads_patches(config):
+    if config.reads_patch_tokens:
         patches = (config.patch_grid**2, int(config.vision_config.hidden_size))
         example, axes = (*example, torch.randn(2, 3, *patches)), {**axes, "patch_tokens": ({0: dynamic, 1: dynamic},)}
     _export(ProjectorGraph(model), example, directory / "projector.onnx", specs["projector"], axes, opset)

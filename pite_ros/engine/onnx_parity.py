@@ -6,9 +6,10 @@ checked on the same inputs; held-out probes (another seed, other questions) meas
 agreement of the reduced-precision variants.
 
 Parity (``check_parity``), the gate of an fp32 export:
-- the visual tokens (and patch tokens, for a soft-argmax read-out) of a batch of probes, then the decoder over the left-padded batch fed
-  the SAME spliced embeddings on both sides: prefill and ``decode_steps`` steps (torch's
-  greedy tokens), each runtime with its own KV cache. Max abs differences of logits,
+- the visual tokens (and patch tokens, for a soft-argmax read-out) of a batch of probes,
+  then the decoder over the left-padded batch fed the SAME spliced embeddings on both
+  sides: prefill and ``decode_steps`` steps (torch's greedy tokens), each runtime with its
+  own KV cache. Max abs differences of logits,
   trajectories (per position) and hidden states, on real positions only: padded positions
   attend to nothing and hold arbitrary values in both runtimes (no per-position
   trajectories for a soft-argmax read-out: its decoder graph has none). Then the projector

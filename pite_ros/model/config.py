@@ -132,7 +132,7 @@ class PiteConfig(PreTrainedConfig):
         if self.trajectory_readout not in ("projector", "soft_argmax"):
             raise ConfigError(f"PiteConfig.trajectory_readout must be 'projector' or 'soft_argmax', "
                               f"got {self.trajectory_readout!r}")
-        if self.trajectory_readout == "soft_argmax" and self.visual_encoding != "pite":
+        if self.reads_patch_tokens and self.visual_encoding != "pite":
             raise ConfigError("PiteConfig.trajectory_readout='soft_argmax' reads the PiTe vision tower's patch "
                               "tokens: it needs visual_encoding='pite'")
         if self.frame_patch_pool:
@@ -158,6 +158,11 @@ class PiteConfig(PreTrainedConfig):
         if self.visual_encoding == "two_stream":
             return int(self.two_stream_config().image_tower_config().image_size)
         return int(self.vision_config.image_size)
+
+    @property
+    def reads_patch_tokens(self) -> bool:
+        """Whether φ and the trajectory head read the tower's patch tokens (soft-argmax read-out)."""
+        return self.trajectory_readout == "soft_argmax"
 
     @property
     def patch_grid(self) -> int:

@@ -108,7 +108,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             self.vision_tower = AutoModel.from_config(config.vision_config)
             self.adapter = make_projector(config.adapter_type, int(config.vision_config.hidden_size), hidden)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        if config.trajectory_readout == "soft_argmax":
+        if config.reads_patch_tokens:
             size = (hidden, int(config.vision_config.hidden_size), config.patch_grid)
             self.loc_projector = SoftArgmaxReadout(*size, 1, config.readout_dim, config.readout_max_offset)
             self.traj_projector = SoftArgmaxReadout(*size, config.num_points, config.readout_dim,
@@ -150,7 +150,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         if self.config.frame_patch_pool:
             visual = torch.cat([visual, self._pooled_patches(output.last_hidden_state).unflatten(0, (batch, frames))], 2)
         visual = visual.flatten(1, 2)
-        if self.config.trajectory_readout != "soft_argmax":
+        if not self.config.reads_patch_tokens:
             return visual, None
         return visual, output.last_hidden_state[:, 1:].unflatten(0, (batch, frames))
 
@@ -203,7 +203,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         ``patch_tokens[b]`` ``(B, T, G², D_v)``: φ reads the first frame, trajectory row n the
         frame ``trajectory_rows`` gives it (frame n when T = N)."""
         config = self.config
-        if config.trajectory_readout == "soft_argmax":
+        if config.reads_patch_tokens:
             if patch_tokens is None:
                 raise ValueError("a soft-argmax read-out needs the clip's patch tokens (encode_clip)")
             rows = trajectory_rows(patch_tokens.shape[1], config.num_frames).to(patch_tokens.device)
@@ -242,7 +242,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         )
         hidden = output.last_hidden_state
         logits = lm.get_output_embeddings()(hidden)
-        if patch_tokens is None and self.config.trajectory_readout == "soft_argmax":
+        if patch_tokens is None and self.config.reads_patch_tokens:
             loc = traj = None
         else:
             loc, traj = self.project(hidden, patch_tokens)
