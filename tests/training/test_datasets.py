@@ -149,7 +149,7 @@ def test_dense_and_choice_responses(synth: Path) -> None:
     choice = MultipleChoiceDataset(synth / "stage3_mcq.jsonl", num_frames=2)
     for (_, item), record in zip(choice.items, read_jsonl(synth / "stage3_mcq.jsonl")):
         letter = "ABCD"[record["answer"]]
-        assert item.response.startswith(f"({letter}) {record['options'][record['answer']]}.")
+        assert item.response.startswith(f"{record['options'][record['answer']]} ({letter}).")
         assert item.prompt.endswith("\n".join(f"({'ABCD'[i]}) {o}" for i, o in enumerate(record["options"])))
         assert ("timestamps" in record) == ("From <" in item.response) == item.prompt.startswith(GROUNDED_TOKEN)
 
@@ -253,7 +253,7 @@ def test_bad_stage3_records_are_skipped_and_counted(synth: Path, tmp_path: Path)
     mcq = {"video": video, "duration": 4.0, "question": "what colour?", "options": ["red", "blue"], "answer": 1}
     data = MultipleChoiceDataset(_write(tmp_path / "m.jsonl", [mcq, _with(mcq, "answer", 2), _with(mcq, "options", "red")]))
     assert len(data) == 1 and data.report.counts[reasons.BAD_FIELD] == 2
-    assert data[0].response == "(B) blue." and data[0].prompt == "Question: what colour?\nOptions:\n(A) red\n(B) blue"
+    assert data[0].response == "blue (B)." and data[0].prompt == "Question: what colour?\nOptions:\n(A) red\n(B) blue"
     talk = {"video": video, "conversations": [{"from": "gpt", "value": "hello."}]}
     dense = {"video": video, "duration": 4.0, "events": [{"timestamps": [0, 1], "caption": "x"}, {"caption": "y"}]}
     assert ConversationDataset(_write(tmp_path / "c.jsonl", [talk])).report.counts[reasons.BAD_FIELD] == 1

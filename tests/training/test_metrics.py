@@ -57,6 +57,10 @@ def test_exact_match_after_normalisation() -> None:
         ("it enters from the top left", 3),  # "top left" over the "left" it contains
         ("from the left", 2),
         ("down", 1),
+        ("down (B). From <1> to <9>.", 1),  # the default model's form: the text, then its letter
+        ("left (A).", 2),  # the text decides; the letter after it only when the text names none
+        ("up or down (B)", 1),
+        ("(E) nothing", None),
         ("A man walks", None),  # a bare letter followed by words is not a letter answer
         ("(E)", None),  # no fifth option
         ("up or down", None),  # two options named

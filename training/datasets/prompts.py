@@ -58,5 +58,12 @@ def choice_prompt(question: str, options: list[str]) -> str:
 
 
 def choice_response(index: int, option: str) -> str:
-    """``(B) option text.`` (the option's own final period is dropped)."""
-    return f"({OPTION_LETTERS[index]}) {option.strip().rstrip('.')}."
+    """``option text (B).``: the option's text, then its letter (its own final period dropped).
+
+    Deviation: the text comes first, the letter after it. A small model trained from scratch
+    picks the right option text far more often than the right letter when it must write the
+    letter first (the default model before this change, 200 held-out questions: text 59.5 %,
+    letter 42.0 %); written after the text, the letter is a copy of the one the prompt puts
+    before that text. ``parse_choice`` reads such an answer by its text.
+    """
+    return f"{option.strip().rstrip('.')} ({OPTION_LETTERS[index]})."

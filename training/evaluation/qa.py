@@ -25,6 +25,8 @@ _LETTER = re.compile(
     r"(?:\(([A-Za-z])\)|([A-Za-z])(?:[.):]|\s*$))",
     re.IGNORECASE,
 )
+# "(B)" after the text: the form the default model's answers take (``choice_response``).
+_TRAILING_LETTER = re.compile(r"\(([A-Za-z])\)")
 
 
 def exact_match(prediction: str, references: str | Sequence[str]) -> bool:
@@ -41,7 +43,8 @@ def parse_choice(text: str, options: Sequence[str]) -> int | None:
     ignored; it must name one of the options); else the option whose normalised text equals
     the normalised answer; else the option whose normalised text appears in the answer as
     whole words, when exactly one does once options contained in a longer matching option are
-    set aside (``"the left"`` over ``"left"``). Temporal tokens are ignored.
+    set aside (``"the left"`` over ``"left"``); else, when the text names no option or
+    several, the last parenthesised letter after it (``"up (A)."``). Temporal tokens are ignored.
     """
     clean = strip_time_tokens(text)
     match = _LETTER.match(clean)
@@ -56,4 +59,8 @@ def parse_choice(text: str, options: Sequence[str]) -> int | None:
     padded = f" {answer} "
     found = [i for i, key in enumerate(keys) if key and f" {key} " in padded]
     maximal = [i for i in found if not any(j != i and keys[i] != keys[j] and keys[i] in keys[j] for j in found)]
-    return maximal[0] if len(maximal) == 1 else None
+    if len(maximal) == 1:
+        return maximal[0]
+    letters = _TRAILING_LETTER.findall(clean)
+    index = ord(letters[-1].upper()) - ord("A") if letters else len(options)
+    return index if index < len(options) else None
