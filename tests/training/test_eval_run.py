@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,15 @@ def model_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny_model")
     model.save_pretrained(path)
     return path
+
+
+def question_kinds(folder: Path) -> dict[str, dict[str, int]]:
+    """Scored questions per kind, by hand: a conversation's ``kinds`` (one per gpt turn) and
+    each multiple-choice record's ``kind``."""
+    conversations = read_jsonl(folder / "stage3_conversations.jsonl")
+    counted = {"open_qa": Counter(k for r in conversations for k in r["kinds"]),
+               "mcq": Counter(r["kind"] for r in read_jsonl(folder / "stage3_mcq.jsonl"))}
+    return {task: dict(sorted(kinds.items())) for task, kinds in counted.items()}
 
 
 def expected_counts(folder: Path) -> dict[str, int]:
@@ -158,6 +168,8 @@ def test_reference_answers_score_perfectly(eval_dir):
         assert report.sections[name].count == expected, name
     assert report.metric("open_qa", "accuracy") == 100.0
     assert report.metric("mcq", "accuracy") == 100.0
+    for task, kinds in question_kinds(eval_dir).items():  # each turn's kind, from the records
+        assert report.sections[task].by_kind == {k: {"count": n, "accuracy": 100.0} for k, n in kinds.items()}
     assert report.metric("gqa", "Acc@GQA") == 100.0
     assert report.metric("grounding", "R@0.5") == report.metric("grounding", "R@0.7") == 100.0
     assert report.metric("grounding", "mIoU") > 95.0  # segments rounded to 1/300 of the clip
@@ -179,6 +191,8 @@ def test_garbage_answers_score_zero_and_keep_counts(eval_dir):
     for name in SECTIONS[:-1]:
         assert report.sections[name].count == counts[name], name
     assert report.metric("open_qa", "accuracy") == 0.0
+    assert {k: f["accuracy"] for k, f in report.sections["open_qa"].by_kind.items()} == dict.fromkeys(
+        question_kinds(eval_dir)["open_qa"], 0.0)
     assert report.metric("mcq", "accuracy") == 0.0 and report.sections["mcq"].counts["unparseable"] == counts["mcq"]
     assert report.metric("grounding", "R@0.3") == report.metric("grounding", "mIoU") == 0.0
     assert report.metric("dense_caption", "events_per_video") == 0.0

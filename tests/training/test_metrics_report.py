@@ -74,6 +74,27 @@ def test_evaluate_predictions_by_hand() -> None:
     assert trajectory.metrics["PCK@0.05_visible"] == pytest.approx(200 / 3)  # 2 of 3 visible
 
 
+def test_accuracy_per_question_kind_in_the_report_its_json_and_table() -> None:
+    options = ["up", "down"]
+    items = [
+        ("open_qa", "Red.", {"answer": "red", "kind": "colour"}),
+        ("open_qa", "blue", {"answer": "red", "kind": "colour"}),
+        ("open_qa", "up", {"answer": "up", "kind": "direction"}),
+        ("open_qa", "up", {"answer": "up"}),  # no kind: in the accuracy, not in the breakdown
+        ("mcq", "down (B).", {"options": options, "answer": 1, "kind": "direction"}),
+    ]
+    report = evaluate_predictions(items, meteor=False)
+    assert report.metric("open_qa", "accuracy") == 75.0
+    assert report.sections["open_qa"].by_kind == {"colour": {"count": 2, "accuracy": 50.0},
+                                                  "direction": {"count": 1, "accuracy": 100.0}}
+    assert report.sections["mcq"].by_kind == {"direction": {"count": 1, "accuracy": 100.0}}
+    assert EvalReport.from_dict(json.loads(report.to_json())).to_dict() == report.to_dict()
+    rows = [line.split() for line in report.to_text().splitlines()]
+    assert ["open_qa", "accuracy[colour]", "50.00", "2"] in rows
+    assert ["mcq", "accuracy[direction]", "100.00", "1"] in rows
+    assert "by_kind" not in evaluate_predictions(items[3:4], meteor=False).to_dict()["tasks"]["open_qa"]
+
+
 def test_dense_caption_without_meteor_reports_why() -> None:
     reference = {
         "events": [{"timestamps": [0, 5], "caption": "a man walks"}, {"timestamps": [5, 10], "caption": "a dog runs"}],

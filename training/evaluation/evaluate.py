@@ -7,10 +7,10 @@ record read from a JSONL can be passed as it is:
 | task            | prediction                              | reference fields                         |
 |-----------------|-----------------------------------------|------------------------------------------|
 | ``open_qa``     | answer text                             | ``answer``: str or list of str           |
-| ``mcq``         | answer text (``(B) down.``)             | ``options``, ``answer`` (index)          |
+| ``mcq``         | answer text (``down (B).``)             | ``options``, ``answer`` (index)          |
 | ``grounding``   | text with ``From <a> to <b>``           | ``timestamps`` ([s, e] or [[s, e], ...]), ``duration`` |
 | ``dense_caption`` | ``From <a> to <b>, caption.`` ...     | ``events`` [{``timestamps``, ``caption``}], ``duration`` |
-| ``gqa``         | ``(B) down. From <a> to <b>.``          | ``options``, ``answer``, ``timestamps``, ``duration`` |
+| ``gqa``         | ``down (B). From <a> to <b>.``          | ``options``, ``answer``, ``timestamps``, ``duration`` |
 | ``trajectory``  | ``(N, P, 2)`` array, or None if missing | ``trajectory`` (N, P, 2), ``visibility`` (N, P) optional |
 
 Text predictions are decoded with ``pite_ros.model.temporal.parse_segments(text, duration)``.
@@ -18,7 +18,9 @@ A prediction that cannot be read (no option, no segment, no trajectory) is wrong
 in the denominator; the report counts these as ``unparseable``. A reference that lacks a
 field or has a wrong value is not the model's fault: that item is left out and counted as
 ``bad reference`` (first messages in the notes). A None prediction for a text task counts
-as an empty answer.
+as an empty answer. An ``open_qa`` or ``mcq`` reference may name its question ``kind`` (a
+string, as pite-synth's records do); the section then also gives its accuracy per kind
+(``TaskSection.by_kind``): where a model's answers go wrong.
 """
 
 from __future__ import annotations
@@ -120,13 +122,24 @@ class _Section:
     def __init__(self, task: str) -> None:
         self.section = TaskSection(task)
         self.counts: Counter = Counter()
+        self.kinds: dict[str, list[int]] = {}  # kind -> [hits, scored]
 
     def bad(self, error: BadReference, index: int) -> None:
         self.counts[BAD_REFERENCE] += 1
         if self.counts[BAD_REFERENCE] <= _KEEP_MESSAGES:
             self.section.notes.append(f"item {index}: bad reference: {error}")
 
+    def scored(self, reference: dict, hit: bool) -> None:
+        """Count one scored item under its reference's ``kind`` (if it names one)."""
+        kind = reference.get("kind")
+        if isinstance(kind, str) and kind:
+            self.kinds.setdefault(kind, [0, 0])
+            self.kinds[kind][0] += hit
+            self.kinds[kind][1] += 1
+
     def finish(self, count: int, metrics: dict[str, float]) -> TaskSection:
+        self.section.by_kind = {kind: {"count": n, "accuracy": 100.0 * hits / n}
+                                for kind, (hits, n) in sorted(self.kinds.items())}
         self.section.count = count
         self.section.metrics.update(metrics)
         self.section.counts.update({k: self.counts[k] for k in (UNPARSEABLE, BAD_REFERENCE) if k in self.counts})
@@ -144,7 +157,9 @@ def _open_qa(items: list[tuple[int, EvalItem]]) -> TaskSection:
             build.bad(error, index)
             continue
         total += 1
-        hits += exact_match(_text(item.prediction), answers)
+        hit = exact_match(_text(item.prediction), answers)
+        hits += hit
+        build.scored(item.reference, hit)
     build.section.notes.append(LLM_JUDGE_NOTE)
     return build.finish(total, {"accuracy": 100.0 * hits / total if total else float("nan")})
 
@@ -161,6 +176,7 @@ def _mcq(items: list[tuple[int, EvalItem]]) -> TaskSection:
         chosen = parse_choice(_text(item.prediction), options)
         build.counts[UNPARSEABLE] += chosen is None
         hits += chosen == answer
+        build.scored(item.reference, chosen == answer)
     return build.finish(total, {"accuracy": 100.0 * hits / total if total else float("nan")})
 
 

@@ -36,16 +36,21 @@ class TaskSection:
     counts: dict[str, int] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Accuracy per question kind, when the references name one: kind -> {"count", "accuracy"}.
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (NaN becomes None)."""
-        return {
+        """JSON-ready form (NaN becomes None; ``by_kind`` only when there is one)."""
+        body = {
             "count": self.count,
             "metrics": {k: _finite(v) for k, v in self.metrics.items()},
             "counts": dict(self.counts),
             "unavailable": dict(self.unavailable),
             "notes": list(self.notes),
         }
+        if self.by_kind:
+            body["by_kind"] = {kind: dict(figures) for kind, figures in self.by_kind.items()}
+        return body
 
 
 def _finite(value: float | None) -> float | None:
@@ -85,6 +90,7 @@ class EvalReport:
                     counts=dict(body.get("counts", {})),
                     unavailable=dict(body.get("unavailable", {})),
                     notes=list(body.get("notes", [])),
+                    by_kind={kind: dict(figures) for kind, figures in body.get("by_kind", {}).items()},
                 )
             )
         return report
@@ -94,13 +100,16 @@ class EvalReport:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     def to_text(self) -> str:
-        """A table ``task | metric | value | n`` with aligned columns, then counts,
-        unavailable metrics with their reasons, and notes."""
+        """A table ``task | metric | value | n`` with aligned columns (a section's accuracy per
+        question kind as ``accuracy[kind]`` rows), then counts, unavailable metrics with their
+        reasons, and notes."""
         rows = [("task", "metric", "value", "n")]
         for task, section in self.sections.items():
             for name, value in section.metrics.items():
                 shown = _finite(value)
                 rows.append((task, name, "-" if shown is None else f"{shown:.2f}", str(section.count)))
+            for kind, figures in section.by_kind.items():
+                rows.append((task, f"accuracy[{kind}]", f"{figures['accuracy']:.2f}", str(int(figures["count"]))))
             for name in section.unavailable:
                 rows.append((task, name, "n/a", str(section.count)))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]

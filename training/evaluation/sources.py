@@ -10,10 +10,11 @@ the reference fields themselves (options, answer index, timestamps, events), whi
 ``Prepared`` does not keep, so ``read_records`` re-reads the lines the reader accepted
 (``dataset.items`` holds each example's line number). What each format is scored as:
 
-- ``conversations`` -> ``open_qa``: ``answer`` is the gpt turn as the reader cleaned it.
+- ``conversations`` -> ``open_qa``: ``answer`` is the gpt turn as the reader cleaned it
+  (and ``kind``, the turn's entry of the record's ``kinds`` list, when it has one).
 - ``grounding`` -> ``grounding``: the record's ``timestamps`` and the clip's ``duration``.
 - ``dense`` -> ``dense_caption``: the record's ``events`` and the clip's ``duration``.
-- ``mcq`` -> ``mcq`` (``options``, ``answer``) and, when the record has ``timestamps``, also
+- ``mcq`` -> ``mcq`` (``options``, ``answer``, and the record's ``kind`` if any) and, when the record has ``timestamps``, also
   ``gqa`` (the same plus ``timestamps``, ``duration``): one answer scored both ways.
 - ``stage2`` -> ``trajectory``, one per phrase: its ``trajectory`` / ``visibility`` resampled
   to the model's N frames by the reader, and its text as ``phrase`` (for matching).
@@ -119,18 +120,30 @@ def read_records(dataset: RecordDataset) -> dict[int, dict]:
     return records
 
 
-def references(fmt: str, prepared: Prepared, record: dict) -> list[tuple[str, dict]]:
-    """``(task, reference)`` pairs one example is scored against (see the module table)."""
+def _kind(value: object) -> dict:
+    """``{"kind": value}`` for a non-empty string (the report's accuracy per kind), else ``{}``."""
+    return {"kind": value} if isinstance(value, str) and value else {}
+
+
+def references(fmt: str, prepared: Prepared, record: dict, turn: int = 0) -> list[tuple[str, dict]]:
+    """``(task, reference)`` pairs one example is scored against (see the module table).
+
+    ``turn``: the example's place among its record's examples (a conversation's gpt turn),
+    which picks its question kind from the record's ``kinds`` list; an mcq record's ``kind``
+    is its own. Records without kinds are scored the same, without the breakdown.
+    """
     duration = prepared.duration
     if fmt == "conversations":
-        return [("open_qa", {"answer": prepared.response})]
+        kinds = record.get("kinds")
+        kind = _kind(kinds[turn]) if isinstance(kinds, list) and turn < len(kinds) else {}
+        return [("open_qa", {"answer": prepared.response, **kind})]
     if fmt == "grounding":
         return [("grounding", {"timestamps": record["timestamps"], "duration": duration})]
     if fmt == "dense":
         return [("dense_caption", {"events": record["events"], "duration": duration})]
     if fmt == "mcq":
         choice = {"options": record["options"], "answer": record["answer"]}
-        pairs = [("mcq", choice)]
+        pairs = [("mcq", {**choice, **_kind(record.get("kind"))})]
         if record.get("timestamps") is not None:
             pairs.append(("gqa", {**choice, "timestamps": record["timestamps"], "duration": duration}))
         return pairs
