@@ -1,7 +1,8 @@
 """Shared fixtures: a tiny model that memorised one answer, its checkpoint, and ONE export of it
 (fp32 + int8 + fp16) for every engine test (exporting is the slow part). Each comes in both
-trajectory read-outs: the paper's projector, and the soft-argmax over patch tokens that the
-default model ships with (its graphs carry the patch tokens)."""
+trajectory read-outs: the paper's projector, and the default model's form: the soft-argmax over
+patch tokens and each frame's pooled patch tokens as extra visual tokens (``frame_patch_pool``;
+its graphs carry the patch tokens and splice several tokens per frame)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def checkpoint(request, tmp_path_factory, memorised_example):
     """The tiny model after 60 full-parameter steps on one example, saved (LoRA merged)."""
     config = load_config("tiny")
     config.trajectory_readout = request.param
+    config.frame_patch_pool = 2 if request.param == "soft_argmax" else 0
     config.stage_trainable = {"3": ["vision_tower", "adapter", "llm", "embeddings", "traj_projector"]}
     torch.manual_seed(0)
     model = build_model(config, build_tokenizer(WORDS, 300))

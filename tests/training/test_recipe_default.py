@@ -27,7 +27,8 @@ def test_stage_configs_chain_into_one_another() -> None:
 
 
 def report(mcq: float, l1: float) -> dict:
-    return {"tasks": {"mcq": {"count": 200, "metrics": {"accuracy": mcq}},
+    return {"tasks": {"mcq": {"count": 200, "metrics": {"accuracy": mcq},
+                              "by_kind": {"size": {"count": 120, "accuracy": mcq + 1}}},
                       "trajectory_teacher_forced": {"count": 300, "metrics": {"L1": l1}}}}
 
 
@@ -45,6 +46,7 @@ def test_card_renders_both_columns_and_every_placeholder(tmp_path: Path) -> None
     assert "| stage3_without_stage2.yaml | 3 | 500 | 0.24 | 130 | 0.8 |" in card
     assert "about 2 minutes (steps × median step time" in card  # 500 × 0.24 s of the full recipe's one stage
     assert "2,169,090" in card
+    assert "| size | multiple choice | 120 | 94.5 | 89.0 |" in card  # accuracy per question kind
     recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None)
     assert "| 93.5 | not run |" in (tmp_path / "README.md").read_text()
 

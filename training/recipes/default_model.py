@@ -132,6 +132,24 @@ CARD_ROWS = (
 )
 
 
+def kind_accuracy(report: dict | None, task: str, kind: str) -> str:
+    """One question kind's accuracy as the card prints it (``n/a`` / ``not run`` when absent)."""
+    if report is None:
+        return "not run"
+    figures = report["tasks"].get(task, {}).get("by_kind", {}).get(kind)
+    return "n/a" if figures is None else f"{figures['accuracy']:.1f}"
+
+
+def kind_table(main: dict, ablation: dict | None) -> str:
+    """Open-ended and multiple-choice accuracy per question kind, both runs side by side."""
+    rows = ["| question kind | task | n | default model | without stage 2 |", "|---|---|---|---|---|"]
+    for task, label in (("open_qa", "open QA"), ("mcq", "multiple choice")):
+        for kind, figures in main["tasks"].get(task, {}).get("by_kind", {}).items():
+            rows.append(f"| {kind} | {label} | {figures['count']} | {kind_accuracy(main, task, kind)} | "
+                        f"{kind_accuracy(ablation, task, kind)} |")
+    return "\n".join(rows)
+
+
 def render_card(out: Path, summary: dict, main: dict, ablation: dict | None) -> None:
     """``out/README.md`` from the template, with the tables of this build's figures."""
     rows = ["| metric | goal | default model (stages 1-2-3) | without stage 2 |", "|---|---|---|---|"]
@@ -142,7 +160,7 @@ def render_card(out: Path, summary: dict, main: dict, ablation: dict | None) -> 
                f"{run['seconds']:.0f} | {run['final_loss']} |" for run in summary["stages"] + summary.get("ablation", [])]
     counts = {task: entry["count"] for task, entry in main["tasks"].items()}
     values = {
-        "EVAL_TABLE": "\n".join(rows), "STAGE_TABLE": "\n".join(stages),
+        "EVAL_TABLE": "\n".join(rows), "STAGE_TABLE": "\n".join(stages), "KIND_TABLE": kind_table(main, ablation),
         "PARAMETERS": f"{summary['parameters']:,}", "SIZE_MB": f"{summary['size_mb']:.1f}",
         "TRAIN_DATA": json.dumps(TRAIN_DATA), "EVAL_DATA": json.dumps(EVAL_DATA),
         "EVAL_COUNTS": ", ".join(f"{task} {count}" for task, count in counts.items()),
