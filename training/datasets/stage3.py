@@ -19,7 +19,8 @@ Four readers, one per file kind (schemas with examples in training/README.md). A
   "caption"}]}`` -> ``From <a> to <b>, caption.`` per event, events ordered by time.
 - ``MultipleChoiceDataset``: ``{"video", "duration", "question", "options", "answer": index,
   "timestamps"?}`` -> Grounded-VideoLLM's ``Question: ...\\nOptions:\\n(A) ...`` prompt,
-  answer ``option (B).`` (``choice_response``), followed by ``From <a> to <b>.`` when timestamps are given.
+  answer ``option (B).`` (``choice_response``), followed by ``From <a> to <b>.`` when
+  timestamps are given.
 Prompts whose answers hold temporal tokens start with ``GROUNDED_TOKEN``.
 Temporal tokens use ``seconds_to_token`` (Round, REFERENCE.md), not Grounded-VideoLLM's
 code, which truncates (``int(M * t / L)``).

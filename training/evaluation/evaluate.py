@@ -133,9 +133,9 @@ class _Section:
         """Count one scored item under its reference's ``kind`` (if it names one)."""
         kind = reference.get("kind")
         if isinstance(kind, str) and kind:
-            self.kinds.setdefault(kind, [0, 0])
-            self.kinds[kind][0] += hit
-            self.kinds[kind][1] += 1
+            tally = self.kinds.setdefault(kind, [0, 0])
+            tally[0] += hit
+            tally[1] += 1
 
     def finish(self, count: int, metrics: dict[str, float]) -> TaskSection:
         self.section.by_kind = {kind: {"count": n, "accuracy": 100.0 * hits / n}

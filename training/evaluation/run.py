@@ -237,7 +237,8 @@ class _Run:
             chosen = dataset.items if self.options.limit is None else dataset.items[: self.options.limit]
             turns: Counter = Counter()  # examples of each line so far: a conversation's gpt turn
             for line, prepared in chosen:
-                turn, turns[line] = turns[line], turns[line] + 1
+                turn = turns[line]
+                turns[line] += 1
                 targets = [(t, fit_points(r, points) if t == "trajectory" else r)
                            for t, r in references(source.format, prepared, records[line], turn) if t in tasks]
                 kept = [(t, r) for t, r in targets if r is not None]

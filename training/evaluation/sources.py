@@ -14,8 +14,9 @@ the reference fields themselves (options, answer index, timestamps, events), whi
   (and ``kind``, the turn's entry of the record's ``kinds`` list, when it has one).
 - ``grounding`` -> ``grounding``: the record's ``timestamps`` and the clip's ``duration``.
 - ``dense`` -> ``dense_caption``: the record's ``events`` and the clip's ``duration``.
-- ``mcq`` -> ``mcq`` (``options``, ``answer``, and the record's ``kind`` if any) and, when the record has ``timestamps``, also
-  ``gqa`` (the same plus ``timestamps``, ``duration``): one answer scored both ways.
+- ``mcq`` -> ``mcq`` (``options``, ``answer``, and the record's ``kind`` if any) and, when
+  the record has ``timestamps``, also ``gqa`` (the same plus ``timestamps``, ``duration``):
+  one answer scored both ways.
 - ``stage2`` -> ``trajectory``, one per phrase: its ``trajectory`` / ``visibility`` resampled
   to the model's N frames by the reader, and its text as ``phrase`` (for matching).
 
@@ -120,30 +121,26 @@ def read_records(dataset: RecordDataset) -> dict[int, dict]:
     return records
 
 
-def _kind(value: object) -> dict:
-    """``{"kind": value}`` for a non-empty string (the report's accuracy per kind), else ``{}``."""
-    return {"kind": value} if isinstance(value, str) and value else {}
-
-
 def references(fmt: str, prepared: Prepared, record: dict, turn: int = 0) -> list[tuple[str, dict]]:
     """``(task, reference)`` pairs one example is scored against (see the module table).
 
     ``turn``: the example's place among its record's examples (a conversation's gpt turn),
     which picks its question kind from the record's ``kinds`` list; an mcq record's ``kind``
-    is its own. Records without kinds are scored the same, without the breakdown.
+    is its own. The kind is passed as the record has it (None when absent);
+    ``evaluate_predictions`` counts only string kinds, so records without are scored the same.
     """
     duration = prepared.duration
     if fmt == "conversations":
         kinds = record.get("kinds")
-        kind = _kind(kinds[turn]) if isinstance(kinds, list) and turn < len(kinds) else {}
-        return [("open_qa", {"answer": prepared.response, **kind})]
+        kind = kinds[turn] if isinstance(kinds, list) and turn < len(kinds) else None
+        return [("open_qa", {"answer": prepared.response, "kind": kind})]
     if fmt == "grounding":
         return [("grounding", {"timestamps": record["timestamps"], "duration": duration})]
     if fmt == "dense":
         return [("dense_caption", {"events": record["events"], "duration": duration})]
     if fmt == "mcq":
         choice = {"options": record["options"], "answer": record["answer"]}
-        pairs = [("mcq", {**choice, **_kind(record.get("kind"))})]
+        pairs = [("mcq", {**choice, "kind": record.get("kind")})]
         if record.get("timestamps") is not None:
             pairs.append(("gqa", {**choice, "timestamps": record["timestamps"], "duration": duration}))
         return pairs
