@@ -36,7 +36,7 @@ from training.synth import WorldConfig, generate
 RECIPE_DIR = Path(__file__).resolve().parent / "default"
 REPO = RECIPE_DIR.parents[2]
 WORK_DIR = RECIPE_DIR / "work"  # the stage YAMLs' relative paths point here
-TRAIN_DATA = {"split": "train", "seed": 1, "videos": 3000, "images": 2000}
+TRAIN_DATA = {"split": "train", "seed": 1, "videos": 3000, "images": 10000}
 EVAL_DATA = {"split": "eval", "seed": 7, "videos": 200, "images": 0}
 WORLD = WorldConfig()
 STAGES = (("stage1", 1), ("stage2", 2), ("stage3", 3))
@@ -54,8 +54,9 @@ def make_data(folder: Path, spec: dict, workers: int) -> None:
     manifest = folder / "manifest.json"
     if manifest.is_file():
         done = json.loads(manifest.read_text())
+        counts = done.get("counts", {})
         if done.get("seed") == spec["seed"] and done.get("split") == spec["split"] and \
-                done.get("counts", {}).get("videos") == spec["videos"]:
+                counts.get("videos") == spec["videos"] and counts.get("images") == spec["images"]:
             log(f"{folder}: present ({spec})")
             return
     if folder.exists():
