@@ -69,3 +69,26 @@ def test_a_report_older_than_the_weights_is_evaluated_again(tmp_path: Path, monk
     monkeypatch.setattr(recipe.subprocess, "run", fake_eval)
     assert recipe.evaluate(model, report_path, 1)["run"] == "new" and len(calls) == 1
     assert recipe.evaluate(model, report_path, 1)["run"] == "new" and len(calls) == 1  # fresh: kept
+
+
+def test_data_is_made_again_when_any_field_of_its_spec_changes(tmp_path: Path, monkeypatch) -> None:
+    """A recipe that asks for more images must not train on the old data's 2000."""
+    import json
+
+    made: list[dict] = []
+
+    def generate(folder: Path, **spec) -> None:
+        made.append(spec)
+        folder.mkdir(parents=True)
+        counts = {"videos": spec["videos"], "images": spec["images"], "stage1.jsonl": spec["images"]}
+        (folder / "manifest.json").write_text(json.dumps({"seed": spec["seed"], "split": spec["split"],
+                                                          "counts": counts}))
+
+    monkeypatch.setattr(recipe, "generate", generate)
+    spec = {"split": "train", "seed": 1, "videos": 3, "images": 2}
+    recipe.make_data(tmp_path / "data", spec, workers=1)
+    recipe.make_data(tmp_path / "data", spec, workers=1)
+    assert len(made) == 1  # present: kept
+    recipe.make_data(tmp_path / "data", {**spec, "images": 10}, workers=1)
+    recipe.make_data(tmp_path / "data", {**spec, "seed": 2, "images": 10}, workers=1)
+    assert [(m["images"], m["seed"]) for m in made] == [(2, 1), (10, 1), (10, 2)]

@@ -55,8 +55,8 @@ def make_data(folder: Path, spec: dict, workers: int) -> None:
     if manifest.is_file():
         done = json.loads(manifest.read_text())
         counts = done.get("counts", {})
-        if done.get("seed") == spec["seed"] and done.get("split") == spec["split"] and \
-                counts.get("videos") == spec["videos"] and counts.get("images") == spec["images"]:
+        made = {key: done.get(key, counts.get(key)) for key in spec}  # split/seed top level, counts below
+        if made == spec:
             log(f"{folder}: present ({spec})")
             return
     if folder.exists():
