@@ -51,6 +51,8 @@ class PiteOutput(ModelOutput):
     ``logits`` ``(B, L, vocab)``; ``loc`` ``(B, L, 2)``; ``traj`` ``(B, L, N, P, 2)``; ``hidden_states``
     ``(B, L, d)`` (the LM's last, normalised hidden states); outputs at position i describe
     token i+1. ``patch_tokens`` ``(B, T, G², D_v)``: the clip's patches (soft-argmax read-out).
+    With labels, ``loc`` and ``traj`` are None: the loss projects only the positions it reads
+    (``project_where``).
     """
 
     loss: torch.FloatTensor | None = None
@@ -213,6 +215,32 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         traj = torch.sigmoid(self.traj_projector(hidden))
         return loc, traj.unflatten(-1, (config.num_frames, config.num_points, 2))
 
+    def project_where(
+        self, hidden: torch.Tensor, patch_tokens: torch.Tensor | None, where: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``project`` at the ``(B, L)`` positions ``where`` is True, zeros elsewhere, in
+        ``project``'s full shapes. The loss reads the heads at a few positions (an object
+        word's tokens); projecting every position cost up to a fifth of a training step (the
+        read-out's softmax over a frame's patches for each position, row and point). Each row's
+        positions are packed to the front of a ``(B, M)`` block, M the most any row has, so the
+        patches' keys are still computed once per clip."""
+        config = self.config
+        loc = hidden.new_zeros(*where.shape, 2, dtype=torch.float32)
+        traj = hidden.new_zeros(*where.shape, config.num_frames, config.num_points, 2, dtype=torch.float32)
+        counts = where.sum(1)
+        most = int(counts.max()) if where.numel() else 0
+        if most == 0:
+            return loc, traj
+        columns = where.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :most]  # (B, M)
+        packed = hidden.gather(1, columns[..., None].expand(-1, -1, hidden.shape[-1]))
+        packed_loc, packed_traj = self.project(packed, patch_tokens)
+        valid = torch.arange(most, device=where.device) < counts[:, None]
+        rows = torch.arange(where.shape[0], device=where.device)[:, None].expand_as(columns)
+        index = (rows[valid], columns[valid])
+        loc = loc.index_put(index, packed_loc[valid].to(loc.dtype))
+        traj = traj.index_put(index, packed_traj[valid].to(traj.dtype))
+        return loc, traj
+
     def decoder_step(
         self,
         inputs_embeds: torch.Tensor,
@@ -221,6 +249,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         past_key_values: Cache | None = None,
         use_cache: bool = True,
         patch_tokens: torch.Tensor | None = None,
+        heads: bool = True,
     ) -> DecoderStep:
         """The LM over new positions and its three heads.
 
@@ -228,7 +257,8 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         ``position_ids`` ``(B, L)`` (default: from the mask, so left padding starts at 0);
         ``past_key_values``: a ``DynamicCache`` (created on the first call when ``use_cache``);
         ``patch_tokens``: the clip's (``project``); without them a soft-argmax read-out gives
-        no ``loc``/``traj`` (generation projects pooled phrase states afterwards instead).
+        no ``loc``/``traj`` (generation projects pooled phrase states afterwards instead);
+        ``heads=False``: none either way (``forward`` projects only where its loss reads).
         """
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
@@ -242,7 +272,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         )
         hidden = output.last_hidden_state
         logits = lm.get_output_embeddings()(hidden)
-        if patch_tokens is None and self.config.reads_patch_tokens:
+        if not heads or (patch_tokens is None and self.config.reads_patch_tokens):
             loc = traj = None
         else:
             loc, traj = self.project(hidden, patch_tokens)
@@ -286,7 +316,8 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             embeds = self.embed_tokens(input_ids)
         else:
             embeds = self.merge_visual(input_ids, visual_embeds, self.visual_mask(frame_mask))
-        step = self.decoder_step(embeds, attention_mask, position_ids, past_key_values, use_cache, patch_tokens)
+        step = self.decoder_step(embeds, attention_mask, position_ids, past_key_values, use_cache, patch_tokens,
+                                 heads=labels is None)
         output = PiteOutput(
             logits=step.logits, loc=step.loc, traj=step.traj, hidden_states=step.hidden,
             patch_tokens=patch_tokens, past_key_values=step.past_key_values,
@@ -294,17 +325,23 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         if labels is not None:
             use_loc = loc_targets is not None and stage in (None, 1)
             use_traj = traj_targets is not None and stage in (None, 2, 3)
-            if (use_loc or use_traj) and step.traj is None:
+            if (use_loc or use_traj) and self.config.reads_patch_tokens and patch_tokens is None:
                 raise ValueError("coordinate targets with a soft-argmax read-out need pixel_values or patch_tokens")
+            read = torch.zeros_like(labels, dtype=torch.bool)
+            if use_loc:
+                read |= loc_mask.bool()
+            if use_traj:
+                read |= traj_mask.flatten(2).any(-1)
+            loc, traj = self.project_where(step.hidden, patch_tokens, read.roll(-1, dims=1))
             terms = pite_loss(
                 step.logits,
                 labels,
                 coord_weight=self.config.coord_weight,
                 label_smoothing=self.config.label_smoothing if stage == 3 else 0.0,
-                loc=step.loc if use_loc else None,
+                loc=loc if use_loc else None,
                 loc_targets=loc_targets if use_loc else None,
                 loc_mask=loc_mask,
-                traj=step.traj if use_traj else None,
+                traj=traj if use_traj else None,
                 traj_targets=traj_targets if use_traj else None,
                 traj_mask=traj_mask,
             )

@@ -9,6 +9,7 @@ import torch
 
 from pite_ros.model import PiteForConditionalGeneration, PiteProcessor, build_model, load_config, setup_stage
 from pite_ros.model.config import ConfigError, PiteConfig
+from pite_ros.model.losses import pite_loss
 from pite_ros.model.readout import SoftArgmaxReadout, patch_centres, trajectory_rows
 from pite_ros.model.stages import init_trajectory_from_localization
 
@@ -83,8 +84,11 @@ def test_model_reads_trajectories_from_the_clips_patches(soft_model, video_examp
     visual, patches = soft_model.encode_clip(batch["pixel_values"])
     assert visual.shape == (1, 4, 64) and patches.shape == (1, 4, 16, 32)  # 32 px / patch 8: 4x4 patches
     output = soft_model(**batch, stage=2)
-    assert output.traj.shape == (1, batch["input_ids"].shape[1], 4, 4, 2) and float(output.coord_loss.detach()) > 0
+    assert float(output.coord_loss.detach()) > 0 and output.traj is None  # the loss projected its positions only
     assert torch.equal(output.patch_tokens, patches)
+    with torch.no_grad():
+        scored = soft_model(**{k: v for k, v in batch.items() if k != "labels"})
+    assert scored.traj.shape == (1, batch["input_ids"].shape[1], 4, 4, 2)
     # Without patches: no per-position points, and coordinate targets are refused by name.
     step = soft_model.decoder_step(soft_model.embed_tokens(batch["input_ids"]), batch["attention_mask"])
     assert step.traj is None and step.loc is None and step.logits.shape[:2] == batch["input_ids"].shape
@@ -94,9 +98,35 @@ def test_model_reads_trajectories_from_the_clips_patches(soft_model, video_examp
         soft_model(**{k: v for k, v in batch.items() if k != "pixel_values"}, stage=2)
     # A still image (stage 1): φ reads its one frame, every trajectory row too.
     image = processor([image_example])
-    output = soft_model(**image, stage=1)
-    assert float(output.coord_loss.detach()) > 0
-    assert torch.equal(output.traj, output.traj[..., :1, :, :].expand_as(output.traj))
+    assert float(soft_model(**image, stage=1).coord_loss.detach()) > 0
+    with torch.no_grad():
+        traj = soft_model(**{k: v for k, v in image.items() if k != "labels"}).traj
+    assert torch.equal(traj, traj[..., :1, :, :].expand_as(traj))
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_loss_projects_only_the_positions_it_reads(soft_model, video_example, image_example, stage):
+    """``forward`` with labels projects the target positions alone (``project_where``); its
+    coordinate loss equals the one over every position's projection, and so do its gradients."""
+    batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([image_example if stage == 1 else video_example])
+    output = soft_model(**batch, stage=stage)
+    sparse = torch.autograd.grad(output.coord_loss, soft_model.traj_projector.query.weight if stage == 2
+                                 else soft_model.loc_projector.query.weight)[0]
+    loc, traj = soft_model.project(output.hidden_states, output.patch_tokens)
+    full = pite_loss(output.logits, batch["labels"], coord_weight=soft_model.config.coord_weight,
+                     loc=loc if stage == 1 else None, loc_targets=batch.get("loc_targets") if stage == 1 else None,
+                     loc_mask=batch.get("loc_mask"), traj=traj if stage == 2 else None,
+                     traj_targets=batch.get("traj_targets") if stage == 2 else None, traj_mask=batch.get("traj_mask"))
+    dense = torch.autograd.grad(full.coord_loss, soft_model.traj_projector.query.weight if stage == 2
+                                else soft_model.loc_projector.query.weight)[0]
+    assert float(full.coord_loss.detach()) > 0
+    assert torch.allclose(output.coord_loss, full.coord_loss, atol=1e-6)
+    assert torch.allclose(sparse, dense, atol=1e-6)
+    where = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
+    where[0, 3] = True
+    picked_loc, picked_traj = soft_model.project_where(output.hidden_states, output.patch_tokens, where)
+    assert torch.equal(picked_traj[~where], torch.zeros_like(picked_traj[~where]))
+    assert torch.allclose(picked_traj[0, 3], traj[0, 3]) and torch.allclose(picked_loc[0, 3], loc[0, 3])
 
 
 def test_stage_2_starts_every_point_at_phis_point(soft_model, video_example):
