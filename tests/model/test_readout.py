@@ -109,16 +109,15 @@ def test_loss_projects_only_the_positions_it_reads(soft_model, video_example, im
     """``forward`` with labels projects the target positions alone (``project_where``); its
     coordinate loss equals the one over every position's projection, and so do its gradients."""
     batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([image_example if stage == 1 else video_example])
+    query = (soft_model.loc_projector if stage == 1 else soft_model.traj_projector).query.weight
     output = soft_model(**batch, stage=stage)
-    sparse = torch.autograd.grad(output.coord_loss, soft_model.traj_projector.query.weight if stage == 2
-                                 else soft_model.loc_projector.query.weight)[0]
+    sparse = torch.autograd.grad(output.coord_loss, query)[0]
     loc, traj = soft_model.project(output.hidden_states, output.patch_tokens)
     full = pite_loss(output.logits, batch["labels"], coord_weight=soft_model.config.coord_weight,
                      loc=loc if stage == 1 else None, loc_targets=batch.get("loc_targets") if stage == 1 else None,
                      loc_mask=batch.get("loc_mask"), traj=traj if stage == 2 else None,
                      traj_targets=batch.get("traj_targets") if stage == 2 else None, traj_mask=batch.get("traj_mask"))
-    dense = torch.autograd.grad(full.coord_loss, soft_model.traj_projector.query.weight if stage == 2
-                                else soft_model.loc_projector.query.weight)[0]
+    dense = torch.autograd.grad(full.coord_loss, query)[0]
     assert float(full.coord_loss.detach()) > 0
     assert torch.allclose(output.coord_loss, full.coord_loss, atol=1e-6)
     assert torch.allclose(sparse, dense, atol=1e-6)

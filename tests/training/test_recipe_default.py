@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from training.recipes import default_model as recipe
@@ -73,8 +74,6 @@ def test_a_report_older_than_the_weights_is_evaluated_again(tmp_path: Path, monk
 
 def test_data_is_made_again_when_any_field_of_its_spec_changes(tmp_path: Path, monkeypatch) -> None:
     """A recipe that asks for more images must not train on the old data's 2000."""
-    import json
-
     made: list[dict] = []
 
     def generate(folder: Path, **spec) -> None:
