@@ -4,7 +4,7 @@ Modules, each one job: ``config`` (PiteConfig, presets), ``tokenizer``, ``prompt
 template), ``preprocess`` (frames to pixels), ``splice`` (visual tokens into text, targets),
 ``processor`` (collate), ``modeling`` (the model), ``losses``, ``stages`` (what trains when),
 ``checkpoint`` (HF-layout I/O), ``generation`` (answers), ``describe`` (parameter counts),
-``temporal`` (time tokens).
+``temporal`` (time tokens), ``time_embeddings`` (their rows' ordinal start).
 
 Names below are imported lazily, so ``pite_ros.model.temporal`` stays light (no torch).
 """

@@ -70,6 +70,9 @@ class PiteConfig(PreTrainedConfig):
       whose CLS token cannot carry what several objects look like and do.
     - ``num_frames`` N (visual tokens per clip and trajectory rows), ``num_points`` P,
       ``num_time_bins`` M (temporal tokens ``<0>..<M>``).
+    - ``time_token_init``: how a new model's temporal-token rows start: "random" (like every
+      other row) or "ordinal" (a sinusoidal code of the bin, ``pite_ros.model.time_embeddings``:
+      the papers are silent; neighbouring bins start alike).
     - ``coord_weight`` λ of the L1 terms; ``label_smoothing`` of the stage-3 CE.
     - ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``: each stage's LoRA.
     - ``extra_trainable``: parameter groups (see ``pite_ros.model.stages.GROUPS``) trained in
@@ -101,6 +104,7 @@ class PiteConfig(PreTrainedConfig):
     num_frames: int = 8
     num_points: int = 4
     num_time_bins: int = DEFAULT_NUM_TIME_BINS
+    time_token_init: Literal["random", "ordinal"] = "random"
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     coord_weight: float = 1.0
@@ -129,6 +133,8 @@ class PiteConfig(PreTrainedConfig):
         for name in ("num_frames", "num_points", "num_time_bins", "lora_r", "max_new_tokens", "readout_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"PiteConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.time_token_init not in ("random", "ordinal"):
+            raise ConfigError(f"PiteConfig.time_token_init must be 'random' or 'ordinal', got {self.time_token_init!r}")
         if self.trajectory_readout not in ("projector", "soft_argmax"):
             raise ConfigError(f"PiteConfig.trajectory_readout must be 'projector' or 'soft_argmax', "
                               f"got {self.trajectory_readout!r}")

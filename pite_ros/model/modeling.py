@@ -39,6 +39,7 @@ from pite_ros.model.config import PiteConfig
 from pite_ros.model.generation import PhraseFn, TokenCallback, answer_batch
 from pite_ros.model.losses import pite_loss
 from pite_ros.model.readout import SoftArgmaxReadout, trajectory_rows
+from pite_ros.model.time_embeddings import init_time_token_rows
 from pite_ros.model.tokenizer import bind_tokenizer
 from pite_ros.model.two_stream import TwoStreamEncoder
 from pite_ros.types import AnswerResult
@@ -402,7 +403,10 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
 
 
 def build_model(config: PiteConfig, tokenizer: PreTrainedTokenizerBase) -> PiteForConditionalGeneration:
-    """A randomly initialised model for ``config`` with ``tokenizer``'s ids bound and it attached."""
+    """A newly initialised model for ``config`` with ``tokenizer``'s ids bound and it attached
+    (the temporal-token rows ordinal when ``config.time_token_init`` says so)."""
     model = PiteForConditionalGeneration(bind_tokenizer(config, tokenizer))
+    if config.time_token_init == "ordinal":
+        init_time_token_rows(model.causal_lm(), config.time_token_ids())
     model.tokenizer = tokenizer
     return model

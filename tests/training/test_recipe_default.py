@@ -45,7 +45,7 @@ def test_card_renders_both_columns_and_every_placeholder(tmp_path: Path) -> None
     assert "| trajectory L1, teacher-forced (normalised) | <= 0.05 | 0.041 | 0.400 |" in card
     assert "| open-ended QA exact match (%) | >= 80 | n/a | n/a |" in card
     assert "| stage3_without_stage2.yaml | 3 | 500 | 0.24 | 130 | 0.8 |" in card
-    assert "about 2 minutes (steps × median step time" in card  # 500 × 0.24 s of the full recipe's one stage
+    assert "steps × median step time 2 minutes" in card  # 500 × 0.24 s of the full recipe's one stage
     assert "2,169,090" in card
     assert "| size | multiple choice | 120 | 94.5 | 89.0 |" in card  # accuracy per question kind
     recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None)
