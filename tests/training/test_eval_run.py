@@ -49,11 +49,12 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def question_kinds(folder: Path) -> dict[str, dict[str, int]]:
-    """Scored questions per kind, by hand: a conversation's ``kinds`` (one per gpt turn) and
-    each multiple-choice record's ``kind``."""
+    """Scored items per kind, by hand: a conversation's ``kinds`` (one per gpt turn), each
+    multiple-choice record's ``kind`` and each grounding record's (its event type)."""
     conversations = read_jsonl(folder / "stage3_conversations.jsonl")
     counted = {"open_qa": Counter(k for r in conversations for k in r["kinds"]),
-               "mcq": Counter(r["kind"] for r in read_jsonl(folder / "stage3_mcq.jsonl"))}
+               "mcq": Counter(r["kind"] for r in read_jsonl(folder / "stage3_mcq.jsonl")),
+               "grounding": Counter(r["kind"] for r in read_jsonl(folder / "stage3_grounding.jsonl"))}
     return {task: dict(sorted(kinds.items())) for task, kinds in counted.items()}
 
 
@@ -168,11 +169,16 @@ def test_reference_answers_score_perfectly(eval_dir):
         assert report.sections[name].count == expected, name
     assert report.metric("open_qa", "accuracy") == 100.0
     assert report.metric("mcq", "accuracy") == 100.0
-    for task, kinds in question_kinds(eval_dir).items():  # each turn's kind, from the records
-        assert report.sections[task].by_kind == {k: {"count": n, "accuracy": 100.0} for k, n in kinds.items()}
+    kinds = question_kinds(eval_dir)  # each item's kind, from the records
+    for task in ("open_qa", "mcq"):
+        assert report.sections[task].by_kind == {k: {"count": n, "accuracy": 100.0} for k, n in kinds[task].items()}
+    grounding = report.sections["grounding"].by_kind
+    assert {k: f["count"] for k, f in grounding.items()} == kinds["grounding"]
+    assert all(f["R@0.7"] == 100.0 for f in grounding.values())
     assert report.metric("gqa", "Acc@GQA") == 100.0
     assert report.metric("grounding", "R@0.5") == report.metric("grounding", "R@0.7") == 100.0
     assert report.metric("grounding", "mIoU") > 95.0  # segments rounded to 1/300 of the clip
+    assert 0.0 < report.metric("grounding", "frame_snap_mIoU") < 100.0  # its FRAMES frames cannot place them so
     events = [len(r["events"]) for r in read_jsonl(eval_dir / "stage3_dense.jsonl")]
     assert report.metric("dense_caption", "events_per_video") == pytest.approx(np.mean(events))
     assert report.metric("dense_caption", "CIDEr") > 0.0

@@ -18,7 +18,8 @@ from training.evaluation.dense import (
     soda_c,
 )
 from training.evaluation.qa import exact_match, parse_choice
-from training.evaluation.temporal import GQAResult, best_iop, best_iou, gqa_metrics, grounding_metrics, iop, iou
+from training.evaluation.temporal import (GQAResult, best_iop, best_iou, frame_snapped, gqa_metrics,
+                                          grounding_metrics, iop, iou)
 from training.evaluation.text import caption_tokens, normalize_answer
 from training.evaluation.trajectory import mean_l1, pck, point_errors, pooled
 
@@ -89,6 +90,15 @@ def test_grounding_recall_uses_greater_or_equal_and_keeps_misses() -> None:
     assert metrics == {"R@0.3": 75.0, "R@0.5": 50.0, "R@0.7": 25.0, "mIoU": 45.0}
     assert grounding_metrics([0.7 - 1e-12])["R@0.7"] == 100.0  # float rounding of decoded tokens
     assert grounding_metrics([0.69])["R@0.7"] == 0.0
+
+
+def test_frame_snapped_moves_boundaries_to_the_slices_of_the_sampled_frames() -> None:
+    # 8 frames of an 8 s clip: slices of 1 s, frames at their centres 0.5, 1.5, ...
+    assert frame_snapped((2.4, 5.6), 8.0, 8) == (2.0, 6.0)
+    assert frame_snapped((4.1, 4.3), 8.0, 8) == (4.0, 5.0)  # inside one slice: that slice
+    assert frame_snapped((7.7, 8.0), 8.0, 8) == (7.0, 8.0)  # both ends round to the clip's end
+    assert frame_snapped((0.0, 0.3), 8.0, 8) == (0.0, 1.0)
+    assert frame_snapped((1.0, 2.2), 4.0, 16) == (1.0, 2.25)  # finer slices follow the truth closer
 
 
 def test_gqa_metrics_by_hand() -> None:

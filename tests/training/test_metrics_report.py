@@ -95,6 +95,30 @@ def test_accuracy_per_question_kind_in_the_report_its_json_and_table() -> None:
     assert "by_kind" not in evaluate_predictions(items[3:4], meteor=False).to_dict()["tasks"]["open_qa"]
 
 
+def test_grounding_figures_per_event_type() -> None:
+    items = [
+        ("grounding", "From <0> to <150>.", {"timestamps": [0, 5], "duration": 10, "kind": "move"}),  # IoU 1
+        ("grounding", "From <0> to <300>.", {"timestamps": [0, 5], "duration": 10, "kind": "move"}),  # IoU 0.5
+        ("grounding", "From <270> to <300>.", {"timestamps": [1, 2], "duration": 10, "kind": "enter"}),  # IoU 0
+        ("grounding", "From <0> to <300>.", {"timestamps": [1, 2], "duration": 10}),  # no kind: IoU 0.1
+    ]
+    report = evaluate_predictions(items, meteor=False)
+    assert report.metric("grounding", "mIoU") == pytest.approx(40.0)
+    by_kind = report.sections["grounding"].by_kind
+    assert by_kind["move"] == pytest.approx({"count": 2, "R@0.3": 100.0, "R@0.5": 100.0, "R@0.7": 50.0, "mIoU": 75.0})
+    assert by_kind["enter"] == {"count": 1, "R@0.3": 0.0, "R@0.5": 0.0, "R@0.7": 0.0, "mIoU": 0.0}
+    rows = [line.split() for line in report.to_text().splitlines()]
+    assert ["grounding", "R@0.7[move]", "50.00", "2"] in rows and ["grounding", "mIoU[enter]", "0.00", "1"] in rows
+    assert "frame_snap_mIoU" not in report.sections["grounding"].metrics  # frame count unknown
+    # With 5 frames of the 10 s clips (2 s slices): [0, 5] snaps to [0, 4] (5 s is a tie, rounded
+    # half to even; IoU 0.8, twice); [1, 2] to [0, 2] (IoU 0.5, twice).
+    snapped = evaluate_predictions(items, meteor=False, num_frames=5).sections["grounding"]
+    assert snapped.metrics["frame_snap_mIoU"] == pytest.approx(65.0)
+    assert snapped.metrics["frame_snap_R@0.7"] == pytest.approx(50.0)
+    assert snapped.metrics["R@0.5"] == report.metric("grounding", "R@0.5")
+    assert any("the 5 frames the model sees" in note for note in snapped.notes)
+
+
 def test_dense_caption_without_meteor_reports_why() -> None:
     reference = {
         "events": [{"timestamps": [0, 5], "caption": "a man walks"}, {"timestamps": [5, 10], "caption": "a dog runs"}],

@@ -153,6 +153,18 @@ def test_answers_are_true_of_the_rendered_video(synth: Path) -> None:
     assert sum(checked.values()) >= 3
 
 
+def test_grounding_records_name_the_event_type_of_their_segments(synth: Path) -> None:
+    verbs = {"enter": "enters from", "move": "moves", "leave": "leaves at", "pass-in-front": "passes in front of"}
+    records = read_jsonl(synth / "stage3_grounding.jsonl")
+    for record in records:
+        assert verbs[record["kind"]] in record["query"]
+        truth = load_ground_truth(synth / "gt" / record["id"].rsplit("_g", 1)[0])
+        subject = truth.object_by_phrase(" ".join(record["query"].split()[:3]))
+        own = {(round(e["start"], 3), round(e["end"], 3)) for e in subject["events"] if e["type"] == record["kind"]}
+        assert {tuple(s) for s in record["timestamps"]} <= own
+    assert {"enter", "move"} <= {r["kind"] for r in records}
+
+
 def test_vocabulary_covers_every_text(synth: Path) -> None:
     words = set(vocabulary()) | set(temporal_vocabulary())
     assert {"red", "circle", "enters", "left", "three", "<grounded>", "?", "(", "A"} <= words

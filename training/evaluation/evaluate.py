@@ -20,13 +20,14 @@ field or has a wrong value is not the model's fault: that item is left out and c
 ``bad reference`` (first messages in the notes). A None prediction for a text task counts
 as an empty answer. An ``open_qa`` or ``mcq`` reference may name its question ``kind`` (a
 string, as pite-synth's records do); the section then also gives its accuracy per kind
-(``TaskSection.by_kind``): where a model's answers go wrong.
+(``TaskSection.by_kind``): where a model's answers go wrong. A ``grounding`` reference may
+name one too (pite-synth: the event type); its section then gives R@m and mIoU per kind.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +39,17 @@ from training.evaluation.dense import DenseSample, Event, densevid_score, soda_c
 from training.evaluation.meteor import MeteorError, MeteorScorer, meteor_unavailable_reason
 from training.evaluation.qa import exact_match, parse_choice
 from training.evaluation.report import EvalReport, TaskSection
-from training.evaluation.temporal import GQAResult, best_iop, best_iou, grounding_metrics, gqa_metrics
+from training.evaluation.temporal import GQAResult, best_iop, best_iou, frame_snapped, gqa_metrics, grounding_metrics
 from training.evaluation.trajectory import DEFAULT_PCK_THRESHOLD, mean_l1, pck, point_errors, pooled
 
 TASKS = ("open_qa", "mcq", "grounding", "dense_caption", "gqa", "trajectory")
 UNPARSEABLE = "unparseable"
 BAD_REFERENCE = "bad reference"
 _KEEP_MESSAGES = 3
+FRAME_SNAP_NOTE = (
+    "frame_snap_: the same figures for the ground truth snapped to the slice boundaries of the {frames} "
+    "frames the model sees, the best it can do from those frames alone"
+)
 LLM_JUDGE_NOTE = (
     "normalised exact match; the papers score open-ended VideoQA with a GPT judge "
     "(accuracy and a 0-5 score), which cannot run offline: not comparable with their figures"
@@ -119,31 +124,34 @@ def _first_segment(text: str, duration: float) -> tuple[float, float] | None:
 class _Section:
     """A section under construction: counts, reasons, and the first messages of bad references."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, kind_metrics: Callable[[list[float]], dict[str, float]] | None = None) -> None:
         self.section = TaskSection(task)
         self.counts: Counter = Counter()
-        self.kinds: dict[str, list[int]] = {}  # kind -> [hits, scored]
+        self.kinds: dict[str, list[float]] = {}  # kind -> each scored item's score (hit: 1/0, or IoU)
+        self.kind_metrics = kind_metrics or _accuracy
 
     def bad(self, error: BadReference, index: int) -> None:
         self.counts[BAD_REFERENCE] += 1
         if self.counts[BAD_REFERENCE] <= _KEEP_MESSAGES:
             self.section.notes.append(f"item {index}: bad reference: {error}")
 
-    def scored(self, reference: dict, hit: bool) -> None:
-        """Count one scored item under its reference's ``kind`` (if it names one)."""
+    def scored(self, reference: dict, score: float) -> None:
+        """Keep one scored item's score under its reference's ``kind`` (if it names one)."""
         kind = reference.get("kind")
         if isinstance(kind, str) and kind:
-            tally = self.kinds.setdefault(kind, [0, 0])
-            tally[0] += hit
-            tally[1] += 1
+            self.kinds.setdefault(kind, []).append(float(score))
 
     def finish(self, count: int, metrics: dict[str, float]) -> TaskSection:
-        self.section.by_kind = {kind: {"count": n, "accuracy": 100.0 * hits / n}
-                                for kind, (hits, n) in sorted(self.kinds.items())}
+        self.section.by_kind = {kind: {"count": len(scores), **self.kind_metrics(scores)}
+                                for kind, scores in sorted(self.kinds.items())}
         self.section.count = count
         self.section.metrics.update(metrics)
         self.section.counts.update({k: self.counts[k] for k in (UNPARSEABLE, BAD_REFERENCE) if k in self.counts})
         return self.section
+
+
+def _accuracy(hits: list[float]) -> dict[str, float]:
+    return {"accuracy": 100.0 * sum(hits) / len(hits)}
 
 
 def _open_qa(items: list[tuple[int, EvalItem]]) -> TaskSection:
@@ -180,8 +188,8 @@ def _mcq(items: list[tuple[int, EvalItem]]) -> TaskSection:
     return build.finish(total, {"accuracy": 100.0 * hits / total if total else float("nan")})
 
 
-def _grounding(items: list[tuple[int, EvalItem]]) -> TaskSection:
-    build, ious = _Section("grounding"), []
+def _grounding(items: list[tuple[int, EvalItem]], num_frames: int | None) -> TaskSection:
+    build, ious, snapped = _Section("grounding", grounding_metrics), [], []
     for index, item in items:
         try:
             truths, duration = _segments(item.reference), _duration(item.reference)
@@ -191,7 +199,14 @@ def _grounding(items: list[tuple[int, EvalItem]]) -> TaskSection:
         predicted = _first_segment(_text(item.prediction), duration)
         build.counts[UNPARSEABLE] += predicted is None
         ious.append(best_iou(predicted, truths))
-    return build.finish(len(ious), grounding_metrics(ious))
+        build.scored(item.reference, ious[-1])
+        if num_frames:
+            snapped.append(max(best_iou(frame_snapped(t, duration, num_frames), truths) for t in truths))
+    metrics = grounding_metrics(ious)
+    if num_frames:
+        metrics.update({f"frame_snap_{name}": value for name, value in grounding_metrics(snapped).items()})
+        build.section.notes.append(FRAME_SNAP_NOTE.format(frames=num_frames))
+    return build.finish(len(ious), metrics)
 
 
 def _gqa(items: list[tuple[int, EvalItem]]) -> TaskSection:
@@ -305,12 +320,15 @@ def evaluate_predictions(
     *,
     meteor: MeteorScorer | bool = True,
     pck_threshold: float = DEFAULT_PCK_THRESHOLD,
+    num_frames: int | None = None,
     meta: dict | None = None,
 ) -> EvalReport:
     """Score every item by its task and return one report with a section per task present.
 
     ``meteor``: True starts the official METEOR (for METEOR and SODA_c of dense captioning)
     when it can run here, False skips it, or pass a running ``MeteorScorer`` to reuse it.
+    ``num_frames``: the frames the model saw per clip; grounding then also reports the
+    ``frame_snap_`` figures (``training.evaluation.temporal.frame_snapped``).
     Items of an unknown task are counted in ``report.meta["unknown_tasks"]``.
     """
     by_task: dict[str, list[tuple[int, EvalItem]]] = {task: [] for task in TASKS}
@@ -327,7 +345,7 @@ def evaluate_predictions(
     builders = {
         "open_qa": _open_qa,
         "mcq": _mcq,
-        "grounding": _grounding,
+        "grounding": lambda xs: _grounding(xs, num_frames),
         "dense_caption": lambda xs: _dense(xs, meteor),
         "gqa": _gqa,
         "trajectory": lambda xs: _trajectory(xs, pck_threshold),

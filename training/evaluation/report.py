@@ -36,7 +36,8 @@ class TaskSection:
     counts: dict[str, int] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    # Accuracy per question kind, when the references name one: kind -> {"count", "accuracy"}.
+    # Figures per kind, when the references name one: kind -> {"count", "accuracy"} for QA
+    # (question kinds), {"count", "R@0.3", ..., "mIoU"} for grounding (event types).
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,16 +101,17 @@ class EvalReport:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     def to_text(self) -> str:
-        """A table ``task | metric | value | n`` with aligned columns (a section's accuracy per
-        question kind as ``accuracy[kind]`` rows), then counts, unavailable metrics with their
-        reasons, and notes."""
+        """A table ``task | metric | value | n`` with aligned columns (a section's figures per
+        kind as ``metric[kind]`` rows: ``accuracy[direction]``, ``R@0.5[move]``), then counts,
+        unavailable metrics with their reasons, and notes."""
         rows = [("task", "metric", "value", "n")]
         for task, section in self.sections.items():
             for name, value in section.metrics.items():
                 shown = _finite(value)
                 rows.append((task, name, "-" if shown is None else f"{shown:.2f}", str(section.count)))
             for kind, figures in section.by_kind.items():
-                rows.append((task, f"accuracy[{kind}]", f"{figures['accuracy']:.2f}", str(int(figures["count"]))))
+                rows += [(task, f"{name}[{kind}]", f"{value:.2f}", str(int(figures["count"])))
+                         for name, value in figures.items() if name != "count"]
             for name in section.unavailable:
                 rows.append((task, name, "n/a", str(section.count)))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]

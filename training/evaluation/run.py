@@ -284,7 +284,8 @@ class _Run:
         """Sections in ``EVAL_TASKS`` order, for tasks with items or extra counts; trajectory as
         its two named sections (teacher-forced whenever the generated one is there)."""
         options = self.options
-        scored = evaluate_predictions(self.items, meteor=options.meteor, pck_threshold=options.pck_threshold)
+        scored = evaluate_predictions(self.items, meteor=options.meteor, pck_threshold=options.pck_threshold,
+                                      num_frames=int(self.engine.num_frames))
         forced = evaluate_predictions(self.forced, meteor=False, pck_threshold=options.pck_threshold)
         report = EvalReport()
         for task in EVAL_TASKS:

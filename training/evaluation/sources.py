@@ -12,7 +12,8 @@ the reference fields themselves (options, answer index, timestamps, events), whi
 
 - ``conversations`` -> ``open_qa``: ``answer`` is the gpt turn as the reader cleaned it
   (and ``kind``, the turn's entry of the record's ``kinds`` list, when it has one).
-- ``grounding`` -> ``grounding``: the record's ``timestamps`` and the clip's ``duration``.
+- ``grounding`` -> ``grounding``: the record's ``timestamps`` and the clip's ``duration``
+  (and the record's ``kind``, pite-synth's event type, if any).
 - ``dense`` -> ``dense_caption``: the record's ``events`` and the clip's ``duration``.
 - ``mcq`` -> ``mcq`` (``options``, ``answer``, and the record's ``kind`` if any) and, when
   the record has ``timestamps``, also ``gqa`` (the same plus ``timestamps``, ``duration``):
@@ -125,8 +126,8 @@ def references(fmt: str, prepared: Prepared, record: dict, turn: int = 0) -> lis
     """``(task, reference)`` pairs one example is scored against (see the module table).
 
     ``turn``: the example's place among its record's examples (a conversation's gpt turn),
-    which picks its question kind from the record's ``kinds`` list; an mcq record's ``kind``
-    is its own. The kind is passed as the record has it (None when absent);
+    which picks its question kind from the record's ``kinds`` list; an mcq or grounding
+    record's ``kind`` is its own. The kind is passed as the record has it (None when absent);
     ``evaluate_predictions`` counts only string kinds, so records without are scored the same.
     """
     duration = prepared.duration
@@ -135,7 +136,7 @@ def references(fmt: str, prepared: Prepared, record: dict, turn: int = 0) -> lis
         kind = kinds[turn] if isinstance(kinds, list) and turn < len(kinds) else None
         return [("open_qa", {"answer": prepared.response, "kind": kind})]
     if fmt == "grounding":
-        return [("grounding", {"timestamps": record["timestamps"], "duration": duration})]
+        return [("grounding", {"timestamps": record["timestamps"], "duration": duration, "kind": record.get("kind")})]
     if fmt == "dense":
         return [("dense_caption", {"events": record["events"], "duration": duration})]
     if fmt == "mcq":

@@ -8,6 +8,8 @@ Definitions (REFERENCE.md, "Metrics"):
   ``IoU >= m`` for m in {0.3, 0.5, 0.7}; ``mIoU`` is the mean IoU × 100. A query whose answer
   names no segment has IoU 0 and stays in the denominator. Where a reference has several
   ground-truth segments the best IoU over them counts (Charades-STA has one).
+- ``frame_snap_R@m`` / ``frame_snap_mIoU`` (ours, when the frame count is known): the same
+  figures for ``frame_snapped`` segments, the best a model can do from its N frames alone.
 - NExT-GQA (Xiao et al., CVPR 2024, their ``eval_ground.py``): IoP = ``|pred ∩ gt| / |pred|``
   (intersection over prediction); a zero-length prediction has IoP 1 when it lies inside the
   ground truth, else 0. Per question the maximum over its ground-truth segments counts.
@@ -70,6 +72,22 @@ def best_iop(prediction: Segment | None, truths: Sequence[Segment]) -> float:
 
 def _percent(hits: int, total: int) -> float:
     return 100.0 * hits / total if total else 0.0
+
+
+def frame_snapped(truth: Segment, duration: float, num_frames: int) -> Segment:
+    """The segment a model that sees only ``num_frames`` frames, sampled at the centres of
+    equal slices of the clip (``pite_ros.video.uniform_frame_times``), can draw for ``truth``
+    from what those frames show: each boundary moved to the nearest slice boundary (a
+    multiple of ``duration / num_frames``); an event inside one slice gets the slice that
+    holds its centre. Scored like a prediction, it tells how much of a grounding loss is the
+    frame count rather than the model (a model beats it only by reading motion between frames).
+    """
+    step = duration / num_frames
+    start, end = round(truth[0] / step) * step, round(truth[1] / step) * step
+    if end > start:
+        return start, end
+    slice_index = min(int((truth[0] + truth[1]) / 2 // step), num_frames - 1)
+    return slice_index * step, (slice_index + 1) * step
 
 
 def grounding_metrics(ious: Sequence[float], thresholds: Sequence[float] = GROUNDING_THRESHOLDS) -> dict[str, float]:

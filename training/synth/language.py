@@ -242,16 +242,26 @@ def questions(scene: Scene, events: list[list[Event]]) -> list[QA]:
     return result
 
 
-def grounding_queries(scene: Scene, events: list[list[Event]]) -> dict[str, list[tuple[float, float]]]:
-    """Query text -> its segments, for every enter, move, leave and pass-in-front event."""
-    queries: dict[str, list[tuple[float, float]]] = {}
+@dataclass
+class GroundingQuery:
+    """One query's event type (``enter``, ``move``, ``leave``, ``pass-in-front``: its kind in
+    the grounding records, so an evaluation can tell which events it localises badly) and
+    its segments."""
+
+    kind: str
+    segments: list[tuple[float, float]]
+
+
+def grounding_queries(scene: Scene, events: list[list[Event]]) -> dict[str, GroundingQuery]:
+    """Query text -> its kind and segments, for every enter, move, leave and pass-in-front event."""
+    queries: dict[str, GroundingQuery] = {}
     for spec in scene.objects:
         for event in events[spec.index]:
             if event.type in QUERIES:
                 other = scene.objects[event.other].name if event.other is not None else ""
                 query = QUERIES[event.type].format(
                     name=spec.name, side=event.side, direction=event.direction, other=other)
-                queries.setdefault(query, []).append((event.start, event.end))
+                queries.setdefault(query, GroundingQuery(event.type, [])).segments.append((event.start, event.end))
     return queries
 
 

@@ -184,14 +184,14 @@ def video_item(out: Path, split: str, seed: int, index: int, config: WorldConfig
     )
 
     queries = language.grounding_queries(scene, events)
-    timed = [(q, [s for s in segs if s[1] > s[0]]) for q, segs in queries.items()]
-    timed = [(q, segs) for q, segs in timed if segs]
-    for number, (query, segments) in enumerate(language.choose(rng, timed, 2)):
+    timed = [(q, found.kind, [s for s in found.segments if s[1] > s[0]]) for q, found in queries.items()]
+    timed = [(q, kind, segs) for q, kind, segs in timed if segs]
+    for number, (query, kind, segments) in enumerate(language.choose(rng, timed, 2)):
         records["stage3_grounding.jsonl"].append(
-            {"id": f"{item}_g{number}", "video": video, "duration": duration, "query": query,
+            {"id": f"{item}_g{number}", "video": video, "duration": duration, "query": query, "kind": kind,
              "timestamps": [_round(s, 3) for s in segments]}
         )
-    dense = sorted((s, q) for q, segs in timed for s in segs)
+    dense = sorted((s, q) for q, _, segs in timed for s in segs)
     if dense:
         records["stage3_dense.jsonl"].append(
             {"id": f"{item}_dense", "video": video, "duration": duration,
