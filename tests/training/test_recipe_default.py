@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from training.recipes import default_model as recipe
+from training.recipes import numerics
 from training.trainer.config import load_config
 
 
@@ -63,7 +64,8 @@ def test_a_report_older_than_the_weights_is_evaluated_again(tmp_path: Path, monk
     os.utime(report_path, (1_000, 1_000))  # written before the weights
     calls = []
 
-    def fake_eval(command, check):
+    def fake_eval(command, check, env):
+        assert env.items() >= numerics.pinned_numerics()[0].items()  # with the pinned numerics
         calls.append(command)
         report_path.write_text('{"tasks": {}, "run": "new"}')
 
@@ -91,3 +93,11 @@ def test_data_is_made_again_when_any_field_of_its_spec_changes(tmp_path: Path, m
     recipe.make_data(tmp_path / "data", {**spec, "images": 10}, workers=1)
     recipe.make_data(tmp_path / "data", {**spec, "seed": 2, "images": 10}, workers=1)
     assert [(m["images"], m["seed"]) for m in made] == [(2, 1), (10, 1), (10, 2)]
+
+
+def test_numerics_are_pinned_on_hosts_with_avx2_kernels_and_not_elsewhere() -> None:
+    for capability in ("AVX2", "AVX512"):
+        assert numerics.pinned_numerics(capability) == (numerics.PINNED, None)
+    pins, reason = numerics.pinned_numerics("DEFAULT")
+    assert pins == {} and "DEFAULT" in reason
+    assert numerics.PINNED["ATEN_CPU_CAPABILITY"] == "avx2" and numerics.PINNED["MKL_CBWR"] == "AVX2"

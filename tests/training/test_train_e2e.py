@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 from pite_ros.model import PiteForConditionalGeneration
+from training.recipes.numerics import pinned_numerics
 from training.synth import generate
 from training.train import main as train_main
 from training.trainer.metrics_log import MetricsLog
@@ -65,9 +68,22 @@ def test_a_bad_config_stops_with_the_field_named(workdir: Path, capsys: pytest.C
     assert "unknown field(s) ['learning_rat']" in capsys.readouterr().err
 
 
-def _train(config: Path, *extra: str) -> subprocess.Popen:
+def _train(config: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "training.train", "--stage", "1", "--config", str(config),
-                             "--no-progress", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--no-progress", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def test_the_recipes_pinned_numerics_give_the_same_bytes_run_after_run(workdir: Path) -> None:
+    pinned, unpinned = pinned_numerics()
+    if unpinned:
+        pytest.skip(unpinned)
+    env = {**os.environ, **pinned}
+    weights = []
+    for out in ("pinned_a", "pinned_b"):
+        config = write_config(workdir, 1, "tiny", out, max_steps=6)
+        assert _train(config, env=env).wait(timeout=600) == 0
+        weights.append(hashlib.sha256((workdir / out / "final" / "model.safetensors").read_bytes()).hexdigest())
+    assert weights[0] == weights[1]
 
 
 def test_sigkill_then_resume_reproduces_the_uninterrupted_loss_curve(workdir: Path) -> None:

@@ -13,6 +13,9 @@ Steps (each skipped when its output is already complete, so an interrupted build
    steps), evaluated the same way; its report goes beside the model as ``ablation_eval.json``.
 6. ``README.md`` (the model card) is rendered from ``default/MODEL_CARD.template.md`` with
    the figures of steps 3-5.
+
+Training and evaluation run with pinned CPU numerics (``training.recipes.numerics``), so the
+seeds give the same weights on every x86 host with AVX2; ``training.json`` records the pins.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import statistics
 import shutil
 import subprocess
@@ -31,6 +35,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from pite_ros.engine.loader import DEFAULT_MODEL_DIR
+from training.recipes.numerics import pinned_numerics
 from training.synth import WorldConfig, generate
 
 RECIPE_DIR = Path(__file__).resolve().parent / "default"
@@ -66,6 +71,11 @@ def make_data(folder: Path, spec: dict, workers: int) -> None:
              config=WORLD, workers=workers)
 
 
+def step_environment() -> dict[str, str]:
+    """This process's environment with the pinned numerics (``training.recipes.numerics``)."""
+    return {**os.environ, **pinned_numerics()[0]}
+
+
 def run_stage(name: str, stage: int) -> dict:
     """``pite-train`` one stage (resuming); its steps and seconds from ``metrics.jsonl``."""
     config = RECIPE_DIR / f"{name}.yaml"
@@ -73,7 +83,7 @@ def run_stage(name: str, stage: int) -> dict:
     if not (output / "final" / "model.safetensors").is_file():
         log(f"pite-train --stage {stage} --config {config.relative_to(RECIPE_DIR.parents[1])}")
         subprocess.run([sys.executable, "-m", "training.train", "--stage", str(stage), "--config", str(config),
-                        "--resume", "--no-progress"], check=True)
+                        "--resume", "--no-progress"], check=True, env=step_environment())
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines() if line.strip()]
     step_seconds = statistics.median(row["seconds"] for row in rows)
     return {"stage": stage, "config": config.name, "steps": rows[-1]["step"],
@@ -99,7 +109,7 @@ def evaluate(model: Path, report: Path, threads: int) -> dict:
         log(f"pite-eval --model {model} --data {WORK_DIR / 'data' / 'eval'} --out {report}")
         subprocess.run([sys.executable, "-m", "training.evaluation.cli", "--model", str(model), "--data",
                         str(WORK_DIR / "data" / "eval"), "--batch-size", "16", "--threads", str(threads),
-                        "--out", str(report), "--no-progress"], check=True)
+                        "--out", str(report), "--no-progress"], check=True, env=step_environment())
     return json.loads(report.read_text())
 
 
@@ -186,6 +196,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     began = time.perf_counter()
+    numerics, unpinned = pinned_numerics()
+    if unpinned:
+        log(f"warning: {unpinned}")
     make_data(WORK_DIR / "data" / "train", TRAIN_DATA, args.workers)
     make_data(WORK_DIR / "data" / "eval", EVAL_DATA, args.workers)
     stages = [run_stage(name, stage) for name, stage in STAGES]
@@ -194,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     with safe_open(str(weights), "pt") as tensors:
         parameters = sum(math.prod(tensors.get_slice(key).get_shape()) for key in tensors.keys())
     summary = {"train_data": TRAIN_DATA, "eval_data": EVAL_DATA, "world": dataclasses.asdict(WORLD),
-               "stages": stages, "parameters": parameters, "size_mb": weights.stat().st_size / 2**20}
+               "numerics": numerics or {"unpinned": unpinned}, "stages": stages, "parameters": parameters,
+               "size_mb": weights.stat().st_size / 2**20}
     install(final, args.out, summary)
     main_report = evaluate(args.out, args.out / "eval.json", args.threads)
     ablation_report = None
