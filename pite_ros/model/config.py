@@ -73,6 +73,11 @@ class PiteConfig(PreTrainedConfig):
     - ``time_token_init``: how a new model's temporal-token rows start: "random" (like every
       other row) or "ordinal" (a sinusoidal code of the bin, ``pite_ros.model.time_embeddings``:
       the papers are silent; neighbouring bins start alike).
+    - ``time_token_decoding``: which temporal token a greedy answer writes once its argmax is
+      one: "argmax" (Grounded-VideoLLM's greedy decoding) or "median" (the median bin of the
+      distribution over ``<0>..<M>``, ``pite_ros.model.generation.choose_tokens``): a
+      deviation, because the bins are an ordered axis and the median is the boundary with the
+      least expected error in seconds where the mode can sit on a far, narrow peak.
     - ``coord_weight`` λ of the L1 terms; ``label_smoothing`` of the stage-3 CE.
     - ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``: each stage's LoRA.
     - ``extra_trainable``: parameter groups (see ``pite_ros.model.stages.GROUPS``) trained in
@@ -105,6 +110,7 @@ class PiteConfig(PreTrainedConfig):
     num_points: int = 4
     num_time_bins: int = DEFAULT_NUM_TIME_BINS
     time_token_init: Literal["random", "ordinal"] = "random"
+    time_token_decoding: Literal["argmax", "median"] = "argmax"
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     coord_weight: float = 1.0
@@ -135,6 +141,9 @@ class PiteConfig(PreTrainedConfig):
                 raise ConfigError(f"PiteConfig.{name} must be positive, got {getattr(self, name)}")
         if self.time_token_init not in ("random", "ordinal"):
             raise ConfigError(f"PiteConfig.time_token_init must be 'random' or 'ordinal', got {self.time_token_init!r}")
+        if self.time_token_decoding not in ("argmax", "median"):
+            raise ConfigError(f"PiteConfig.time_token_decoding must be 'argmax' or 'median', "
+                              f"got {self.time_token_decoding!r}")
         if self.trajectory_readout not in ("projector", "soft_argmax"):
             raise ConfigError(f"PiteConfig.trajectory_readout must be 'projector' or 'soft_argmax', "
                               f"got {self.trajectory_readout!r}")

@@ -10,8 +10,10 @@ phrases, trajectories, scores and segments are this module's alone, so both runt
 the same ``AnswerResult`` for the same logits and hidden states.
 
 Clips are encoded once, spliced into left-padded prompts and run through the decoder; each
-step appends the argmax token of every unfinished row. A row stops at ``</s>``; all stop at
-``max_new_tokens`` or when ``on_token`` returns False (single clip only).
+step appends the argmax token of every unfinished row (``choose_tokens``: with the config's
+``time_token_decoding="median"`` a temporal token is replaced by the median bin of the
+distribution over ``<0>..<M>``). A row stops at ``</s>``; all stop at ``max_new_tokens`` or
+when ``on_token`` returns False (single clip only).
 
 Trajectories: the hidden state that predicted a token also predicts its coordinates (the
 training shift), so each generated token keeps that hidden state. A noun phrase's
@@ -185,8 +187,9 @@ def generate(
     probabilities: list[list[float]] = [[] for _ in range(batch)]
     done = np.zeros(batch, dtype=bool)
     eos = tokenizer.eos_token_id
+    time_ids = np.asarray(backend.config.time_token_ids()) if backend.config.time_token_decoding == "median" else None
     for _ in range(limit):
-        chosen = step.logits.argmax(-1)
+        chosen = choose_tokens(step.logits, time_ids)
         chosen_probability = _probability(step.logits, chosen)
         for row in range(batch):
             if done[row] or chosen[row] == eos:
@@ -231,6 +234,30 @@ def advance(
     mask = np.concatenate([mask, np.ones_like(mask[:, :1])], axis=1)
     positions = positions + 1
     return backend.decode(chosen[:, None].astype(np.int64), mask, positions, step.cache), mask, positions
+
+
+def choose_tokens(logits: np.ndarray, time_ids: np.ndarray | None = None) -> np.ndarray:
+    """The next token of every row ``(B,)`` from ``logits`` ``(B, vocab)``: the argmax, except
+    that a row whose argmax is a temporal token gets the median bin of its softmax over
+    ``time_ids`` (``<0>..<M>`` in order) when ``time_ids`` is given.
+
+    Why the median (a deviation from Grounded-VideoLLM's greedy decoding, config
+    ``time_token_decoding``): the bins are an ordered time axis, and a boundary the model is
+    unsure of spreads its mass over neighbouring bins; the median minimises the expected
+    absolute error in bins, where the mode can sit on one narrow peak far from most of the
+    mass. On the default model's held-out grounding it lifts R@0.5 from 43 to 57 (card).
+    """
+    chosen = logits.argmax(-1)
+    if time_ids is None:
+        return chosen
+    rows = np.flatnonzero(np.isin(chosen, time_ids))
+    if rows.size:
+        scores = logits[rows][:, time_ids].astype(np.float64)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        cumulative = np.cumsum(weights, -1) / weights.sum(-1, keepdims=True)
+        median = (cumulative < 0.5).sum(-1)  # first bin whose cumulative mass reaches one half
+        chosen[rows] = time_ids[np.minimum(median, len(time_ids) - 1)]
+    return chosen
 
 
 def _probability(logits: np.ndarray, chosen: np.ndarray) -> np.ndarray:

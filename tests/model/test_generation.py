@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pite_ros.model import PiteProcessor, build_model, load_config, setup_stage
-from pite_ros.model.generation import token_spans
+from pite_ros.model.config import ConfigError, PiteConfig
+from pite_ros.model.generation import Step, choose_tokens, generate, token_spans
 from pite_ros.types import Example, SpanTrajectory
 
 ANSWER = "from <30> to <60>, a red circle moves left."
@@ -116,3 +117,70 @@ def test_still_image_and_token_limit(trained):
 def test_token_spans_follow_the_decoder(tokenizer):
     ids = tokenizer("a red circle.", add_special_tokens=False)["input_ids"]
     assert token_spans(tokenizer, ids) == [(0, 1), (1, 5), (5, 12), (12, 13)]
+
+
+def test_choose_tokens_takes_the_median_time_bin():
+    # Vocabulary of 10: ids 3..9 are the bins <0>..<6>. Row 0 argmax is a word; row 1 puts 0.4
+    # on <0> (the mode) and 0.3 each on <4> and <5>: the median bin is <4> (cumulative 0.7).
+    time_ids = np.arange(3, 10)
+    probabilities = np.full((2, 10), 1e-9)
+    probabilities[0, [1, 5]] = [0.9, 0.1]
+    probabilities[1, [3, 7, 8]] = [0.4, 0.3, 0.3]
+    logits = np.log(probabilities).astype(np.float32)
+    assert choose_tokens(logits).tolist() == [1, 3]
+    assert choose_tokens(logits, time_ids).tolist() == [1, 7]
+    probabilities[1, [3, 7, 8]] = [0.6, 0.2, 0.2]  # most mass on the mode: the median is the mode
+    assert choose_tokens(np.log(probabilities), time_ids).tolist() == [1, 3]
+
+
+class ScriptedBackend:
+    """A ``GreedyBackend`` whose decoder returns scripted logits, one row per step (unit test only)."""
+
+    def __init__(self, config, tokenizer, script: list[np.ndarray]) -> None:
+        self.config, self.tokenizer, self.script, self.fed = config, tokenizer, script, []
+
+    def _step(self) -> Step:
+        logits = self.script[min(len(self.fed), len(self.script) - 1)][None]
+        return Step(logits.astype(np.float32), np.zeros((1, self.config.hidden_size), np.float32), None)
+
+    def encode(self, pixel_values):
+        return None
+
+    def prefill(self, visual, frame_mask, input_ids, attention_mask, position_ids) -> Step:
+        return self._step()
+
+    def decode(self, token_ids, attention_mask, position_ids, cache) -> Step:
+        self.fed.append(int(token_ids[0, 0]))
+        return self._step()
+
+    def trajectory(self, hidden, visual, row):
+        return np.zeros((self.config.num_frames, self.config.num_points, 2), np.float32)
+
+
+@pytest.mark.parametrize("decoding, expected", [("argmax", "from <0> to <60>"), ("median", "from <40> to <60>")])
+def test_time_token_decoding_follows_the_config(model, decoding, expected):
+    """``time_token_decoding`` picks each temporal token of the answer (and feeds it back)."""
+    tokenizer, config = model.tokenizer, model.config
+    config.time_token_decoding = decoding
+    ids = tokenizer.convert_tokens_to_ids
+
+    def one_hot(token: str) -> np.ndarray:
+        logits = np.full(len(tokenizer), -30.0)
+        logits[ids(token)] = 0.0
+        return logits
+
+    spread = np.full(len(tokenizer), -30.0)  # mode <0> (0.4); half the mass is reached at <40>
+    spread[[ids("<0>"), ids("<39>"), ids("<40>"), ids("<41>")]] = np.log([0.4, 0.05, 0.3, 0.25])
+    script = [one_hot("from"), spread, one_hot("to"), one_hot("<60>"), one_hot(tokenizer.eos_token)]
+    backend = ScriptedBackend(config, tokenizer, script)
+    [result] = generate(backend, [np.zeros((4, 8, 8, 3), np.uint8)], ["describe the video."], [6.0],
+                        phrase_fn=lambda text: [])
+    assert result.text == expected
+    assert backend.fed[1] == ids(expected.split()[1])  # the decoder was fed the chosen bin
+    assert [(s.start, s.end) for s in result.segments] == [
+        pytest.approx((int(expected.split()[1][1:-1]) / 50, 1.2))]
+
+
+def test_unknown_time_token_decoding_is_refused_by_name():
+    with pytest.raises(ConfigError, match="time_token_decoding"):
+        PiteConfig(time_token_decoding="mean")

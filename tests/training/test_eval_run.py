@@ -151,6 +151,7 @@ def test_cli_end_to_end_with_a_tiny_model(eval_dir, model_dir, tmp_path, capsys)
     assert report["tasks"]["dense_caption"]["unavailable"]["METEOR"] == "disabled by the caller"
     meta = report["meta"]
     assert meta["engine"] == "torch" and meta["model"] == str(model_dir) and meta["num_frames"] == FRAMES
+    assert meta["time_token_decoding"] == "argmax"  # the tiny preset keeps Grounded-VideoLLM's greedy bins
     assert meta["failed"]["count"] == 0 and meta["skipped_records"]["count"] == 0
     assert meta["examples"] == sum(d["examples"] for d in meta["data"]) == expected_examples(eval_dir)
     assert out.with_suffix(".txt").read_text() in printed

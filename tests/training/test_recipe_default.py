@@ -49,8 +49,21 @@ def test_card_renders_both_columns_and_every_placeholder(tmp_path: Path) -> None
     assert "steps × median step time 2 minutes" in card  # 500 × 0.24 s of the full recipe's one stage
     assert "2,169,090" in card
     assert "| size | multiple choice | 120 | 94.5 | 89.0 |" in card  # accuracy per question kind
+    assert "| metric | goal | default model (stages 1-2-3) | without stage 2 |" in card
     recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None)
     assert "| 93.5 | not run |" in (tmp_path / "README.md").read_text()
+
+
+def test_a_column_decoded_otherwise_says_how(tmp_path: Path) -> None:
+    """A report names its ``time_token_decoding`` in ``meta``; one from before the setting used the argmax."""
+    summary = {"stages": [], "parameters": 1, "size_mb": 1.0}
+    main = {**report(93.5, 0.0412), "meta": {"time_token_decoding": "median"}}
+    recipe.render_card(tmp_path, summary, main, report(88.0, 0.4))
+    card = (tmp_path / "README.md").read_text()
+    assert "| metric | goal | default model (stages 1-2-3) | without stage 2 (argmax temporal tokens) |" in card
+    assert "| question kind | task | n | default model | without stage 2 (argmax temporal tokens) |" in card
+    recipe.render_card(tmp_path, summary, main, {**report(88.0, 0.4), "meta": {"time_token_decoding": "median"}})
+    assert "| default model (stages 1-2-3) | without stage 2 |" in (tmp_path / "README.md").read_text()
 
 
 def test_a_report_older_than_the_weights_is_evaluated_again(tmp_path: Path, monkeypatch) -> None:

@@ -109,6 +109,16 @@ def model_setting(engine: Engine, name: str) -> int | None:
     return int(value) if value else None
 
 
+def time_token_decoding(engine: Engine) -> str | None:
+    """How the engine's model picks temporal tokens (``PiteConfig.time_token_decoding``: its
+    ``model.config`` or an ONNX engine's ``backend.config``), None when the engine does not say."""
+    for holder in (getattr(engine, "model", None), getattr(engine, "backend", None)):
+        decoding = getattr(getattr(holder, "config", None), "time_token_decoding", None)
+        if decoding:
+            return str(decoding)
+    return None
+
+
 def _chunks(jobs: list[_Job], size: int) -> Iterator[list[_Job]]:
     for start in range(0, len(jobs), size):
         yield jobs[start : start + size]
@@ -341,6 +351,7 @@ def run_evaluation(
         "num_frames": int(engine.num_frames),
         "image_size": model_setting(engine, "image_size"),
         "num_points": model_setting(engine, "num_points"),
+        "time_token_decoding": time_token_decoding(engine),
         "tasks": list(options.tasks),
         "tasks_without_data": [t for t in options.tasks if _section_of(t) not in report.sections],
         "limit": options.limit,

@@ -151,9 +151,21 @@ def kind_accuracy(report: dict | None, task: str, kind: str) -> str:
     return "n/a" if figures is None else f"{figures['accuracy']:.1f}"
 
 
+def time_token_decoding(report: dict) -> str:
+    """How the report's model wrote temporal tokens; reports older than the setting used the argmax."""
+    return report.get("meta", {}).get("time_token_decoding") or "argmax"
+
+
+def ablation_column(main: dict, ablation: dict | None) -> str:
+    """The right-hand column's title, naming its temporal-token decoding where it is not the main run's."""
+    if ablation is None or time_token_decoding(ablation) == time_token_decoding(main):
+        return "without stage 2"
+    return f"without stage 2 ({time_token_decoding(ablation)} temporal tokens)"
+
+
 def kind_table(main: dict, ablation: dict | None) -> str:
     """Open-ended and multiple-choice accuracy per question kind, both runs side by side."""
-    rows = ["| question kind | task | n | default model | without stage 2 |", "|---|---|---|---|---|"]
+    rows = [f"| question kind | task | n | default model | {ablation_column(main, ablation)} |", "|---|---|---|---|---|"]
     for task, label in (("open_qa", "open QA"), ("mcq", "multiple choice")):
         for kind, figures in main["tasks"].get(task, {}).get("by_kind", {}).items():
             rows.append(f"| {kind} | {label} | {figures['count']} | {kind_accuracy(main, task, kind)} | "
@@ -163,7 +175,7 @@ def kind_table(main: dict, ablation: dict | None) -> str:
 
 def render_card(out: Path, summary: dict, main: dict, ablation: dict | None) -> None:
     """``out/README.md`` from the template, with the tables of this build's figures."""
-    rows = ["| metric | goal | default model (stages 1-2-3) | without stage 2 |", "|---|---|---|---|"]
+    rows = [f"| metric | goal | default model (stages 1-2-3) | {ablation_column(main, ablation)} |", "|---|---|---|---|"]
     rows += [f"| {label} | {goal} | {metric(main, task, name)} | {metric(ablation, task, name)} |"
              for label, task, name, goal in CARD_ROWS]
     stages = ["| run | stage | steps | median s/step | train seconds (summed) | final loss |", "|---|---|---|---|---|---|"]
