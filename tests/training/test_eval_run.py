@@ -13,6 +13,7 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,7 +23,16 @@ from pite_ros.model import PiteForConditionalGeneration, build_model, build_toke
 from pite_ros.types import AnswerResult, Example, PhraseTrack, SpanTrajectory
 from training.datasets import read_jsonl
 from training.evaluation.cli import main
-from training.evaluation.run import GENERATED, POINTS_DIFFER, TEACHER_FORCED, EvalOptions, match_phrases, run_evaluation
+from training.evaluation.run import (
+    GENERATED,
+    POINTS_DIFFER,
+    TEACHER_FORCED,
+    EvalOptions,
+    match_phrases,
+    model_setting,
+    run_evaluation,
+    time_token_decoding,
+)
 from training.evaluation.sources import FORMATS, SourceError, open_source, resolve_sources
 from training.evaluation.teacher_forced import teacher_forced_trajectories
 from training.synth import WorldConfig, generate, vocabulary
@@ -317,3 +327,15 @@ def test_references_with_more_points_are_scored_on_the_spread_subset_the_trainer
     assert section.count == expected_counts(eval_dir)["trajectory_generated"]
     assert POINTS_DIFFER not in section.counts
     assert section.metrics["L1"] == pytest.approx(0.0, abs=1e-6) and section.metrics["PCK@0.05"] == 100.0
+
+
+def test_model_settings_are_read_from_a_torch_or_an_onnx_engine():
+    """The report's meta names the model's settings whichever runtime scored it: a torch
+    engine's ``model.config``, an ONNX engine's ``backend.config``, else the engine's own."""
+    torch_engine = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(image_size=128, time_token_decoding="median")))
+    onnx_engine = SimpleNamespace(backend=SimpleNamespace(config=SimpleNamespace(num_points=8, time_token_decoding="argmax")),
+                                  image_size=64)
+    assert (model_setting(torch_engine, "image_size"), time_token_decoding(torch_engine)) == (128, "median")
+    assert (model_setting(onnx_engine, "num_points"), model_setting(onnx_engine, "image_size")) == (8, 64)
+    assert time_token_decoding(onnx_engine) == "argmax"
+    assert (model_setting(SimpleNamespace(), "image_size"), time_token_decoding(SimpleNamespace())) == (None, None)

@@ -101,22 +101,26 @@ class _Job:
     targets: list[tuple[str, dict]]
 
 
+def engine_setting(engine: Engine, name: str) -> object | None:
+    """A setting of the engine's model: its ``model.config`` (torch), its ``backend.config``
+    (ONNX), else the engine's own attribute; None when none of them says."""
+    for holder in (getattr(engine, "model", None), getattr(engine, "backend", None)):
+        value = getattr(getattr(holder, "config", None), name, None)
+        if value:
+            return value
+    return getattr(engine, name, None) or None
+
+
 def model_setting(engine: Engine, name: str) -> int | None:
-    """``image_size`` or ``num_points`` of the engine's model (its ``model.config``, else the
-    engine's own attribute), None when the engine does not say."""
-    config = getattr(getattr(engine, "model", None), "config", None)
-    value = getattr(config, name, None) or getattr(engine, name, None)
+    """``image_size`` or ``num_points`` of the engine's model, None when the engine does not say."""
+    value = engine_setting(engine, name)
     return int(value) if value else None
 
 
 def time_token_decoding(engine: Engine) -> str | None:
-    """How the engine's model picks temporal tokens (``PiteConfig.time_token_decoding``: its
-    ``model.config`` or an ONNX engine's ``backend.config``), None when the engine does not say."""
-    for holder in (getattr(engine, "model", None), getattr(engine, "backend", None)):
-        decoding = getattr(getattr(holder, "config", None), "time_token_decoding", None)
-        if decoding:
-            return str(decoding)
-    return None
+    """How the engine's model picks temporal tokens (``PiteConfig.time_token_decoding``)."""
+    value = engine_setting(engine, "time_token_decoding")
+    return str(value) if value else None
 
 
 def _chunks(jobs: list[_Job], size: int) -> Iterator[list[_Job]]:
