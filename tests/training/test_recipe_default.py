@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+
 from training.recipes import default_model as recipe
 from training.recipes import numerics
 from training.trainer.config import load_config
@@ -12,11 +15,14 @@ from training.trainer.config import load_config
 
 def test_stage_configs_chain_into_one_another() -> None:
     configs = {name: load_config(recipe.RECIPE_DIR / f"{name}.yaml") for name, _ in (*recipe.STAGES, recipe.ABLATION)}
-    stage1, stage2, stage3 = (configs[name] for name, _ in recipe.STAGES)
-    assert [c.stage for c in (stage1, stage2, stage3)] == [1, 2, 3]
+    stage1, stage2, stage3, continued = (configs[name] for name, _ in recipe.STAGES)
+    assert [c.stage for c in (stage1, stage2, stage3, continued)] == [1, 2, 3, 3]
     assert stage1.model == "default" and stage1.vocabulary == "synth"
     assert stage2.resolve(stage2.model) == stage1.resolve(stage1.output_dir) / "final"
     assert stage3.resolve(stage3.model) == stage2.resolve(stage2.output_dir) / "final"
+    assert continued.resolve(continued.model) == stage3.resolve(stage3.output_dir) / "final"
+    assert continued.data == stage3.data and continued.learning_rate == stage3.learning_rate / 2
+    assert recipe.EQUAL_BUDGET == "stage3"  # the ablation is compared before the continued pass
     for config in configs.values():
         for spec in config.data:
             assert config.resolve(spec.path).parent == recipe.WORK_DIR / "data" / "train"
@@ -34,36 +40,37 @@ def report(mcq: float, l1: float) -> dict:
                       "trajectory_teacher_forced": {"count": 300, "metrics": {"L1": l1}}}}
 
 
-def test_card_renders_both_columns_and_every_placeholder(tmp_path: Path) -> None:
+def test_card_renders_all_three_columns_and_every_placeholder(tmp_path: Path) -> None:
     run = {"config": "stage1.yaml", "stage": 1, "steps": 500, "seconds": 130.0, "median_step_seconds": 0.24,
            "final_loss": 0.8}
     summary = {"stages": [run], "ablation": [{**run, "config": "stage3_without_stage2.yaml", "stage": 3}],
                "parameters": 2_169_090, "size_mb": 8.3}
-    recipe.render_card(tmp_path, summary, report(93.5, 0.0412), report(88.0, 0.4))
+    recipe.render_card(tmp_path, summary, report(93.5, 0.0412), report(91.0, 0.05), report(88.0, 0.4))
     card = (tmp_path / "README.md").read_text()
     assert "{{" not in card
-    assert "| multiple-choice VideoQA accuracy (%) | >= 90 | 93.5 | 88.0 |" in card
-    assert "| trajectory L1, teacher-forced (normalised) | <= 0.05 | 0.041 | 0.400 |" in card
-    assert "| open-ended QA exact match (%) | >= 80 | n/a | n/a |" in card
+    assert "| multiple-choice VideoQA accuracy (%) | >= 90 | 93.5 | 91.0 | 88.0 |" in card
+    assert "| trajectory L1, teacher-forced (normalised) | <= 0.05 | 0.041 | 0.050 | 0.400 |" in card
+    assert "| open-ended QA exact match (%) | >= 80 | n/a | n/a | n/a |" in card
     assert "| stage3_without_stage2.yaml | 3 | 500 | 0.24 | 130 | 0.8 |" in card
     assert "steps × median step time 2 minutes" in card  # 500 × 0.24 s of the full recipe's one stage
     assert "2,169,090" in card
-    assert "| size | multiple choice | 120 | 94.5 | 89.0 |" in card  # accuracy per question kind
-    assert "| metric | goal | default model (stages 1-2-3) | without stage 2 |" in card
-    recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None)
-    assert "| 93.5 | not run |" in (tmp_path / "README.md").read_text()
+    assert "| size | multiple choice | 120 | 94.5 | 92.0 | 89.0 |" in card  # accuracy per question kind
+    assert ("| metric | goal | default model (stages 1-2-3, stage 3 continued) | stages 1-2-3 | without stage 2 |"
+            in card)
+    recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None, None)
+    assert "| 93.5 | not run | not run |" in (tmp_path / "README.md").read_text()
 
 
 def test_a_column_decoded_otherwise_says_how(tmp_path: Path) -> None:
     """A report names its ``time_token_decoding`` in ``meta``; one from before the setting used the argmax."""
     summary = {"stages": [], "parameters": 1, "size_mb": 1.0}
     main = {**report(93.5, 0.0412), "meta": {"time_token_decoding": "median"}}
-    recipe.render_card(tmp_path, summary, main, report(88.0, 0.4))
+    recipe.render_card(tmp_path, summary, main, main, report(88.0, 0.4))
     card = (tmp_path / "README.md").read_text()
-    assert "| metric | goal | default model (stages 1-2-3) | without stage 2 (argmax temporal tokens) |" in card
-    assert "| question kind | task | n | default model | without stage 2 (argmax temporal tokens) |" in card
-    recipe.render_card(tmp_path, summary, main, {**report(88.0, 0.4), "meta": {"time_token_decoding": "median"}})
-    assert "| default model (stages 1-2-3) | without stage 2 |" in (tmp_path / "README.md").read_text()
+    assert ", stage 3 continued) | stages 1-2-3 | without stage 2 (argmax temporal tokens) |" in card
+    assert "| question kind | task | n | default model | stages 1-2-3 | without stage 2 (argmax temporal tokens) |" in card
+    recipe.render_card(tmp_path, summary, main, main, {**report(88.0, 0.4), "meta": {"time_token_decoding": "median"}})
+    assert ", stage 3 continued) | stages 1-2-3 | without stage 2 |" in (tmp_path / "README.md").read_text()
 
 
 def test_a_report_older_than_the_weights_is_evaluated_again(tmp_path: Path, monkeypatch) -> None:
@@ -114,3 +121,34 @@ def test_numerics_are_pinned_on_hosts_with_avx2_kernels_and_not_elsewhere() -> N
     pins, reason = numerics.pinned_numerics("DEFAULT")
     assert pins == {} and "DEFAULT" in reason
     assert numerics.PINNED["ATEN_CPU_CAPABILITY"] == "avx2" and numerics.PINNED["MKL_CBWR"] == "AVX2"
+
+
+def test_the_build_installs_the_continued_stage_and_compares_the_ablation_before_it(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """The shipped model is the last stage's; the ablation's partner is stage 3 of the same budget."""
+    monkeypatch.setattr(recipe, "make_data", lambda folder, spec, workers: None)
+
+    def run_stage(name: str, stage: int) -> dict:
+        final = tmp_path / "work" / name / "final"
+        final.mkdir(parents=True, exist_ok=True)
+        save_file({"w": torch.zeros(2, 3)}, str(final / "model.safetensors"))
+        return {"stage": stage, "config": f"{name}.yaml", "steps": 10, "seconds": 5.0,
+                "median_step_seconds": 0.5, "final_loss": 1.0, "model": str(final)}
+
+    evaluated: dict[str, Path] = {}
+
+    def evaluate(model: Path, report_path: Path, threads: int) -> dict:
+        evaluated[report_path.name] = Path(model)
+        return report(70.0, 0.3)
+
+    monkeypatch.setattr(recipe, "run_stage", run_stage)
+    monkeypatch.setattr(recipe, "evaluate", evaluate)
+    out = tmp_path / "model"
+    assert recipe.main(["--out", str(out), "--ablation"]) == 0
+    assert evaluated == {"eval.json": out, "ablation_eval.json": tmp_path / "work" / "stage3_without_stage2" / "final",
+                         "equal_budget_eval.json": tmp_path / "work" / "stage3" / "final"}
+    training = json.loads((out / "training.json").read_text())
+    assert [run["config"] for run in training["stages"]] == ["stage1.yaml", "stage2.yaml", "stage3.yaml",
+                                                             "stage3_continued.yaml"]
+    assert training["parameters"] == 6 and training["ablation"][0]["config"] == "stage3_without_stage2.yaml"
+    assert (out / "model.safetensors").is_file() and "{{" not in (out / "README.md").read_text()

@@ -4,13 +4,16 @@ Steps (each skipped when its output is already complete, so an interrupted build
 
 1. ``pite-synth`` training data (split train, seed 1) and a held-out evaluation set (split
    eval, seed 7: a seed and a random stream no training item uses) under ``work/data``.
-2. ``pite-train`` stages 1, 2, 3 with the YAML files beside this module's ``default/``
-   folder (``--resume``: a killed stage continues from its newest checkpoint).
-3. The stage-3 model is copied to ``pite_ros/assets/default_model`` with the world it knows
+2. ``pite-train`` stages 1, 2, 3 and a continued stage 3 (a second pass at half the rate:
+   stage 3 alone leaves the model underfitting) with the YAML files beside this module's
+   ``default/`` folder (``--resume``: a killed stage continues from its newest checkpoint).
+3. The continued stage-3 model is copied to ``pite_ros/assets/default_model`` with the world it knows
    (``synth_world.json``, read by ``pite-demo``) and ``training.json`` (steps, times, data).
 4. ``pite-eval`` on the held-out set writes ``eval.json``/``eval.txt`` beside the model.
-5. ``--ablation``: stage 3 straight from stage 1 (no pixel-temporal alignment, same total
-   steps), evaluated the same way; its report goes beside the model as ``ablation_eval.json``.
+5. ``--ablation``: stage 3 straight from stage 1 (no pixel-temporal alignment, the steps of
+   stages 2 and 3), evaluated the same way, and so is the stage-3 model of the same budget
+   (before the continued pass); their reports go beside the model as ``ablation_eval.json``
+   and ``equal_budget_eval.json``.
 6. ``README.md`` (the model card) is rendered from ``default/MODEL_CARD.template.md`` with
    the figures of steps 3-5.
 
@@ -44,7 +47,8 @@ WORK_DIR = RECIPE_DIR / "work"  # the stage YAMLs' relative paths point here
 TRAIN_DATA = {"split": "train", "seed": 1, "videos": 3000, "images": 10000}
 EVAL_DATA = {"split": "eval", "seed": 7, "videos": 200, "images": 0}
 WORLD = WorldConfig()
-STAGES = (("stage1", 1), ("stage2", 2), ("stage3", 3))
+STAGES = (("stage1", 1), ("stage2", 2), ("stage3", 3), ("stage3_continued", 3))
+EQUAL_BUDGET = "stage3"  # the run whose steps since stage 1 the ablation's match
 ABLATION = ("stage3_without_stage2", 3)
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "generation_config.json")
@@ -156,34 +160,41 @@ def time_token_decoding(report: dict) -> str:
     return report.get("meta", {}).get("time_token_decoding") or "argmax"
 
 
-def ablation_column(main: dict, ablation: dict | None) -> str:
-    """The right-hand column's title, naming its temporal-token decoding where it is not the main run's."""
-    if ablation is None or time_token_decoding(ablation) == time_token_decoding(main):
-        return "without stage 2"
-    return f"without stage 2 ({time_token_decoding(ablation)} temporal tokens)"
+COLUMN_TITLES = ("stages 1-2-3, stage 3 continued", "stages 1-2-3", "without stage 2")
 
 
-def kind_table(main: dict, ablation: dict | None) -> str:
-    """Open-ended and multiple-choice accuracy per question kind, both runs side by side."""
-    rows = [f"| question kind | task | n | default model | {ablation_column(main, ablation)} |", "|---|---|---|---|---|"]
+def column_titles(main: dict, compared: tuple[dict | None, ...]) -> list[str]:
+    """The compared columns' titles, each naming its temporal-token decoding where it is not the main run's."""
+    return [title if report is None or time_token_decoding(report) == time_token_decoding(main)
+            else f"{title} ({time_token_decoding(report)} temporal tokens)"
+            for title, report in zip(COLUMN_TITLES[1:], compared)]
+
+
+def kind_table(main: dict, compared: tuple[dict | None, ...]) -> str:
+    """Open-ended and multiple-choice accuracy per question kind, all runs side by side."""
+    titles = " | ".join(["default model", *column_titles(main, compared)])
+    rows = [f"| question kind | task | n | {titles} |", "|---|---|---|" + "---|" * (1 + len(compared))]
     for task, label in (("open_qa", "open QA"), ("mcq", "multiple choice")):
         for kind, figures in main["tasks"].get(task, {}).get("by_kind", {}).items():
-            rows.append(f"| {kind} | {label} | {figures['count']} | {kind_accuracy(main, task, kind)} | "
-                        f"{kind_accuracy(ablation, task, kind)} |")
+            cells = " | ".join(kind_accuracy(report, task, kind) for report in (main, *compared))
+            rows.append(f"| {kind} | {label} | {figures['count']} | {cells} |")
     return "\n".join(rows)
 
 
-def render_card(out: Path, summary: dict, main: dict, ablation: dict | None) -> None:
-    """``out/README.md`` from the template, with the tables of this build's figures."""
-    rows = [f"| metric | goal | default model (stages 1-2-3) | {ablation_column(main, ablation)} |", "|---|---|---|---|"]
-    rows += [f"| {label} | {goal} | {metric(main, task, name)} | {metric(ablation, task, name)} |"
+def render_card(out: Path, summary: dict, main: dict, equal_budget: dict | None, ablation: dict | None) -> None:
+    """``out/README.md`` from the template, with the tables of this build's figures: the shipped
+    model, then the ablation's pair at one budget (stage 3 with and without stage 2 before it)."""
+    compared = (equal_budget, ablation)
+    titles = " | ".join([f"default model ({COLUMN_TITLES[0]})", *column_titles(main, compared)])
+    rows = [f"| metric | goal | {titles} |", "|---|---|---|---|---|"]
+    rows += [f"| {label} | {goal} | " + " | ".join(metric(report, task, name) for report in (main, *compared)) + " |"
              for label, task, name, goal in CARD_ROWS]
     stages = ["| run | stage | steps | median s/step | train seconds (summed) | final loss |", "|---|---|---|---|---|---|"]
     stages += [f"| {run['config']} | {run['stage']} | {run['steps']} | {run['median_step_seconds']:.2f} | "
                f"{run['seconds']:.0f} | {run['final_loss']} |" for run in summary["stages"] + summary.get("ablation", [])]
     counts = {task: entry["count"] for task, entry in main["tasks"].items()}
     values = {
-        "EVAL_TABLE": "\n".join(rows), "STAGE_TABLE": "\n".join(stages), "KIND_TABLE": kind_table(main, ablation),
+        "EVAL_TABLE": "\n".join(rows), "STAGE_TABLE": "\n".join(stages), "KIND_TABLE": kind_table(main, compared),
         "PARAMETERS": f"{summary['parameters']:,}", "SIZE_MB": f"{summary['size_mb']:.1f}",
         "TRAIN_DATA": json.dumps(TRAIN_DATA), "EVAL_DATA": json.dumps(EVAL_DATA),
         "EVAL_COUNTS": ", ".join(f"{task} {count}" for task, count in counts.items()),
@@ -223,12 +234,14 @@ def main(argv: list[str] | None = None) -> int:
                "size_mb": weights.stat().st_size / 2**20}
     install(final, args.out, summary)
     main_report = evaluate(args.out, args.out / "eval.json", args.threads)
-    ablation_report = None
+    equal_budget_report = ablation_report = None
     if args.ablation or (args.out / "ablation_eval.json").is_file():
         summary["ablation"] = [run_stage(*ABLATION)]
         ablation_report = evaluate(REPO / summary["ablation"][0]["model"], args.out / "ablation_eval.json", args.threads)
+        equal_budget = next(run for (name, _), run in zip(STAGES, stages) if name == EQUAL_BUDGET)
+        equal_budget_report = evaluate(REPO / equal_budget["model"], args.out / "equal_budget_eval.json", args.threads)
         (args.out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-    render_card(args.out, summary, main_report, ablation_report)
+    render_card(args.out, summary, main_report, equal_budget_report, ablation_report)
     log(f"done in {(time.perf_counter() - began) / 60:.1f} min: {args.out}")
     return 0
 
