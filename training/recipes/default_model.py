@@ -170,10 +170,15 @@ def column_titles(main: dict, compared: tuple[dict | None, ...]) -> list[str]:
             for title, report in zip(COLUMN_TITLES[1:], compared)]
 
 
+def table_header(leading: list[str], main_title: str, main: dict, compared: tuple[dict | None, ...]) -> list[str]:
+    """A card table's title row and separator: ``leading`` cells, then one column per run."""
+    cells = [*leading, main_title, *column_titles(main, compared)]
+    return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
 def kind_table(main: dict, compared: tuple[dict | None, ...]) -> str:
     """Open-ended and multiple-choice accuracy per question kind, all runs side by side."""
-    titles = " | ".join(["default model", *column_titles(main, compared)])
-    rows = [f"| question kind | task | n | {titles} |", "|---|---|---|" + "---|" * (1 + len(compared))]
+    rows = table_header(["question kind", "task", "n"], "default model", main, compared)
     for task, label in (("open_qa", "open QA"), ("mcq", "multiple choice")):
         for kind, figures in main["tasks"].get(task, {}).get("by_kind", {}).items():
             cells = " | ".join(kind_accuracy(report, task, kind) for report in (main, *compared))
@@ -185,8 +190,7 @@ def render_card(out: Path, summary: dict, main: dict, equal_budget: dict | None,
     """``out/README.md`` from the template, with the tables of this build's figures: the shipped
     model, then the ablation's pair at one budget (stage 3 with and without stage 2 before it)."""
     compared = (equal_budget, ablation)
-    titles = " | ".join([f"default model ({COLUMN_TITLES[0]})", *column_titles(main, compared)])
-    rows = [f"| metric | goal | {titles} |", "|---|---|---|---|---|"]
+    rows = table_header(["metric", "goal"], f"default model ({COLUMN_TITLES[0]})", main, compared)
     rows += [f"| {label} | {goal} | " + " | ".join(metric(report, task, name) for report in (main, *compared)) + " |"
              for label, task, name, goal in CARD_ROWS]
     stages = ["| run | stage | steps | median s/step | train seconds (summed) | final loss |", "|---|---|---|---|---|---|"]
