@@ -1,4 +1,7 @@
-"""``pite-train --stage {1,2,3} --config FILE``: run one PiTe training stage.
+"""``pite-train --stage {0,1,2,3} --config FILE``: run one PiTe training stage.
+
+Stage 0 (optional) pre-trains the vision tower where no pretrained one can be had
+(``training.trainer.tower_pretraining``).
 
 The same command runs single-process on a CPU and multi-GPU under ``accelerate launch``.
 Command-line values override the config file's; ``--resume`` continues from the newest
@@ -18,7 +21,7 @@ from training.trainer.loop import train
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pite-train", description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", type=int, choices=(1, 2, 3), required=True, help="PiTe training stage")
+    parser.add_argument("--stage", type=int, choices=(0, 1, 2, 3), required=True, help="PiTe training stage")
     parser.add_argument("--config", required=True, help="YAML or JSON config (see training/README.md)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--model", help="preset, config JSON or checkpoint dir (overrides the config)")

@@ -5,6 +5,9 @@ REFERENCE.md, PiTe "Training: three stages", and the authors' code:
 ======  =================================================  ==================================
 stage   trains                                             why
 ======  =================================================  ==================================
+0       the vision tower alone (no LoRA; optional)         stands in for CLIP's pre-training
+                                                           where none can be had (training/
+                                                           trainer/tower_pretraining.py)
 1       adapter μ, localization projector φ, a LoRA        the paper's stage 1
 2       adapter μ, trajectory projector, a new LoRA        paper; the authors' release keeps
                                                            a stage-2 ``vision_adapter.bin``
@@ -25,7 +28,7 @@ Parameter groups (every parameter is in exactly one): ``vision_tower`` (two-stre
 towers), ``adapter`` (two-stream: f, g and the separator),
 ``llm`` (LM weights except embeddings/head), ``embeddings`` (input embeddings and LM head),
 ``time_tokens``, ``lora``, ``loc_projector``, ``traj_projector``. ``config.extra_trainable``
-adds groups to every stage and ``config.stage_trainable[str(stage)]`` replaces a stage's row
+adds groups to every stage but 0 (whose loss reaches the tower alone) and ``config.stage_trainable[str(stage)]`` replaces a stage's row
 (small models trained from random init, where LoRA alone cannot learn); with ``embeddings``
 training, ``time_tokens`` is dropped (those rows train as part of the full matrices).
 """
@@ -43,6 +46,7 @@ from pite_ros.model.modeling import PiteForConditionalGeneration
 from pite_ros.model.readout import SoftArgmaxReadout
 
 STAGE_TRAINABLE: dict[int, tuple[str, ...]] = {
+    0: ("vision_tower",),
     1: ("adapter", "loc_projector", "lora"),
     2: ("adapter", "traj_projector", "lora"),
     3: ("lora", "time_tokens"),
@@ -55,6 +59,8 @@ def trainable_groups(model: PiteForConditionalGeneration, stage: int) -> tuple[s
     if stage not in STAGE_TRAINABLE:
         raise ConfigError(f"stage must be one of {sorted(STAGE_TRAINABLE)}, got {stage}")
     config = model.config
+    if stage == 0:  # the tower's pre-training: nothing else sees its loss
+        return STAGE_TRAINABLE[0]
     row = config.stage_trainable.get(str(stage), STAGE_TRAINABLE[stage])
     groups = tuple(dict.fromkeys([*row, *config.extra_trainable]))
     if "embeddings" in groups:  # the temporal rows are inside the full matrices then
@@ -118,16 +124,31 @@ def setup_stage(model: PiteForConditionalGeneration, stage: int) -> list[str]:
 
     Merges the previous stage's LoRA, tiles φ into the trajectory projector (entering stage 2
     from an earlier stage; a model already through stage 2 keeps its projector), adds a
-    fresh LoRA named ``stage{k}`` (with the temporal-token rows in stage 3), and sets
-    ``requires_grad`` exactly for the groups of ``trainable_groups``.
+    fresh LoRA named ``stage{k}`` (with the temporal-token rows in stage 3; none in stage 0),
+    and sets ``requires_grad`` exactly for the groups of ``trainable_groups``.
     """
     groups = trainable_groups(model, stage)
     config = model.config
     if isinstance(model.language_model, PeftModel):
         model.language_model = model.language_model.merge_and_unload()
+    if stage > 0:
+        _add_stage_lora(model, stage, "time_tokens" in groups)
+    names = set()
+    by_group = parameter_groups(model)
+    for group in groups:
+        names.update(by_group[group])
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in names)
+    config.stage = stage
+    return sorted(names)
+
+
+def _add_stage_lora(model: PiteForConditionalGeneration, stage: int, time_tokens: bool) -> None:
+    """Tile φ when entering stage 2, then wrap the LM in a fresh LoRA ``stage{k}``."""
+    config = model.config
     if stage == 2 and config.stage < 2:  # not when continuing from a stage-2 (or later) checkpoint
         init_trajectory_from_localization(model)
-    rows = _time_token_rows(model) if "time_tokens" in groups else None
+    rows = _time_token_rows(model) if time_tokens else None
     lora = peft.LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -138,14 +159,6 @@ def setup_stage(model: PiteForConditionalGeneration, stage: int) -> list[str]:
     with warnings.catch_warnings():  # peft 0.21 calls a transformers method deprecated in v5
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model.language_model = peft.get_peft_model(model.language_model, lora, adapter_name=f"stage{stage}")
-    names = set()
-    by_group = parameter_groups(model)
-    for group in groups:
-        names.update(by_group[group])
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name in names)
-    config.stage = stage
-    return sorted(names)
 
 
 def _time_token_rows(model: PiteForConditionalGeneration) -> dict[str, list[int]]:

@@ -34,7 +34,7 @@ def test_groups_partition_every_parameter(model):
 
 def test_each_stage_trains_exactly_its_declared_groups(model, processor, image_example, video_example):
     batch = processor([image_example, video_example])  # points, trajectories and temporal tokens
-    for stage in (1, 2, 3):
+    for stage in (0, 1, 2, 3):
         names = setup_stage(model, stage)
         groups = parameter_groups(model)
         declared = {name for group in STAGE_TRAINABLE[stage] for name in groups[group]}

@@ -1,4 +1,4 @@
-"""pite-synth → pite-train stages 1, 2, 3 on the tiny config, and SIGKILL + --resume reproducing a run."""
+"""pite-synth → pite-train stages 0, 1, 2, 3 on the tiny config, and SIGKILL + --resume reproducing a run."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from training.train import main as train_main
 from training.trainer.metrics_log import MetricsLog
 
 STAGE_DATA = {
+    0: [{"format": "localized_narratives", "path": "data/stage1.jsonl"}],
     1: [{"format": "localized_narratives", "path": "data/stage1.jsonl"}],
     2: [{"format": "pite143k", "path": "data/stage2.jsonl"}],
     3: [{"format": f, "path": f"data/stage3_{n}.jsonl"}
@@ -44,16 +45,16 @@ def write_config(root: Path, stage: int, model: str, out: str, **extra) -> Path:
     return path
 
 
-def test_three_stages_run_end_to_end(workdir: Path) -> None:
+def test_the_stages_run_end_to_end(workdir: Path) -> None:
     model = "tiny"
-    for stage in (1, 2, 3):
+    for stage in (0, 1, 2, 3):
         config = write_config(workdir, stage, model, f"stage{stage}")
         assert train_main(["--stage", str(stage), "--config", str(config), "--no-progress"]) == 0
         out = workdir / f"stage{stage}"
         rows = MetricsLog.read(out / "metrics.jsonl")
         assert [row["step"] for row in rows] == [1, 2, 3, 4]
         assert all(row["loss"] > 0 for row in rows)
-        if stage < 3:  # stages 1 and 2 train the coordinate heads: their L1 term is present
+        if stage in (1, 2):  # stages 1 and 2 train the coordinate heads: their L1 term is present
             assert all(row["coord_loss"] > 0 for row in rows)
         assert (out / "loss_curve.png").stat().st_size > 1000
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000004"]

@@ -1,12 +1,13 @@
 """What a stage's run is made of: the model set up for its stage, the collate, the data.
 
-The model comes from a preset (stage 1 from scratch, with a tokenizer built locally from a
+The model comes from a preset (stage 0 or 1 from scratch, with a tokenizer built locally from a
 vocabulary) or from the previous stage's output directory; ``model_overrides`` sets model
 config fields (λ, label smoothing, LoRA rank, extra trainable groups) for this run.
 """
 
 from __future__ import annotations
 
+from torch import nn
 from torch.utils.data import Dataset
 
 from pite_ros.model import PiteConfig, PiteForConditionalGeneration, PiteProcessor, build_model, build_tokenizer
@@ -15,6 +16,7 @@ from pite_ros.model.stages import setup_stage
 from training.datasets import SkipReport
 from training.trainer.config import ConfigError, TrainConfig
 from training.trainer.data import build_training_set as read_training_set
+from training.trainer.tower_pretraining import TowerPretraining
 
 
 def _vocabulary(config: TrainConfig) -> list[str]:
@@ -37,8 +39,9 @@ def _apply_overrides(model_config: PiteConfig, config: TrainConfig) -> None:
         setattr(model_config, name, value)
 
 
-def build_model_for_stage(config: TrainConfig) -> tuple[PiteForConditionalGeneration, PiteProcessor]:
-    """The model with this stage's LoRA and trainable parameters, and the batch collate."""
+def build_model_for_stage(config: TrainConfig) -> tuple[nn.Module, PiteProcessor]:
+    """The model with this stage's LoRA and trainable parameters, and the batch collate
+    (stage 0: the model inside ``TowerPretraining``, which adds its word head)."""
     source = config.model
     if config.resolve(source).is_dir():
         model = PiteForConditionalGeneration.from_pretrained(config.resolve(source))
@@ -49,8 +52,10 @@ def build_model_for_stage(config: TrainConfig) -> tuple[PiteForConditionalGenera
         _apply_overrides(model_config, config)
         model = build_model(model_config, build_tokenizer(_vocabulary(config), model_config.num_time_bins))
     setup_stage(model, config.stage)
-    model.train()
-    return model, PiteProcessor(model.tokenizer, model.config)
+    processor = PiteProcessor(model.tokenizer, model.config)
+    trained = TowerPretraining(model) if config.stage == 0 else model
+    trained.train()
+    return trained, processor
 
 
 def build_training_set(config: TrainConfig, model_config: PiteConfig) -> tuple[Dataset, SkipReport]:

@@ -78,8 +78,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
     missing = [name for name in ("stage", "model", "output_dir", "data") if name not in raw]
     if missing:
         raise ConfigError(f"{source}: missing required field(s) {missing}")
-    if raw["stage"] not in (1, 2, 3):
-        raise ConfigError(f"{source}: field 'stage' must be 1, 2 or 3, got {raw['stage']!r}")
+    if raw["stage"] not in (0, 1, 2, 3):
+        raise ConfigError(f"{source}: field 'stage' must be 0, 1, 2 or 3, got {raw['stage']!r}")
     data = raw["data"]
     if not isinstance(data, list) or not data:
         raise ConfigError(f"{source}: field 'data' must be a non-empty list of {{format, path}}")
@@ -89,6 +89,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
             raise ConfigError(f"{source}: data[{index}] must have exactly the fields 'format' and 'path'")
         if item["format"] not in DATA_FORMATS:
             raise ConfigError(f"{source}: data[{index}].format {item['format']!r} is not one of {DATA_FORMATS}")
+        if raw["stage"] == 0 and item["format"] != "localized_narratives":
+            raise ConfigError(f"{source}: data[{index}].format: stage 0 reads traced words, so "
+                              f"'localized_narratives' only, got {item['format']!r}")
         specs.append(DataSpec(format=item["format"], path=str(item["path"])))
     numbers = {"seed": int, "max_steps": int, "batch_size": int, "grad_accum": int, "warmup_steps": int,
                "save_every": int, "keep_checkpoints": int, "num_workers": int, "frame_cache_mb": int,

@@ -53,7 +53,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     )
     model, processor = build_model_for_stage(config)
     parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    dataset, report = build_training_set(config, model.config)
+    dataset, report = build_training_set(config, processor.config)
     log.info("stage %d: %d examples, %d trainable tensors; %s", config.stage, len(dataset), len(parameters), report.summary())
 
     optimizer = torch.optim.AdamW(_param_groups(parameters, config.weight_decay), lr=config.learning_rate)
