@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 
+from pite_ros.model.stages import STAGE_TRAINABLE
 from training.trainer.checkpoint import ResumeError
 from training.trainer.config import ConfigError, load_config
 from training.trainer.loop import train
@@ -21,7 +22,7 @@ from training.trainer.loop import train
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pite-train", description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", type=int, choices=(0, 1, 2, 3), required=True, help="PiTe training stage")
+    parser.add_argument("--stage", type=int, choices=sorted(STAGE_TRAINABLE), required=True, help="PiTe training stage")
     parser.add_argument("--config", required=True, help="YAML or JSON config (see training/README.md)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--model", help="preset, config JSON or checkpoint dir (overrides the config)")

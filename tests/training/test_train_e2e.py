@@ -56,6 +56,8 @@ def test_the_stages_run_end_to_end(workdir: Path) -> None:
         assert all(row["loss"] > 0 for row in rows)
         if stage in (1, 2):  # stages 1 and 2 train the coordinate heads: their L1 term is present
             assert all(row["coord_loss"] > 0 for row in rows)
+        # stage 0 logs how often the tower's word head names the traced word (a fraction)
+        assert [0 <= row.get("word_accuracy", -1) <= 1 for row in rows] == [stage == 0] * 4
         assert (out / "loss_curve.png").stat().st_size > 1000
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
         model = str(out / "final")

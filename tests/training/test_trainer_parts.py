@@ -26,7 +26,7 @@ def test_config_resolves_paths_and_names_bad_fields(tmp_path: Path) -> None:
     cases = {
         "learnin_rate": ({**BASE, "learnin_rate": 1.0}, "unknown field"),
         "batch_size": ({**BASE, "batch_size": 0}, "'batch_size' must be at least 1"),
-        "stage": ({**BASE, "stage": 4}, "'stage' must be 0, 1, 2 or 3"),
+        "stage": ({**BASE, "stage": 4}, "'stage' must be one of [0, 1, 2, 3], got 4"),
         "format": ({**BASE, "data": [{"format": "mp4", "path": "x"}]}, "data[0].format 'mp4'"),
         "bool": ({**BASE, "max_steps": True}, "'max_steps' must be"),
         "frame_cache_mb": ({**BASE, "frame_cache_mb": -1}, "'frame_cache_mb' must be >= 0"),

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from pite_ros.model.stages import STAGE_TRAINABLE
+
 DATA_FORMATS = ("localized_narratives", "pite143k", "conversations", "grounding", "dense_captions", "mcq")
 
 
@@ -78,8 +80,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
     missing = [name for name in ("stage", "model", "output_dir", "data") if name not in raw]
     if missing:
         raise ConfigError(f"{source}: missing required field(s) {missing}")
-    if raw["stage"] not in (0, 1, 2, 3):
-        raise ConfigError(f"{source}: field 'stage' must be 0, 1, 2 or 3, got {raw['stage']!r}")
+    if raw["stage"] not in STAGE_TRAINABLE:
+        raise ConfigError(f"{source}: field 'stage' must be one of {sorted(STAGE_TRAINABLE)}, got {raw['stage']!r}")
     data = raw["data"]
     if not isinstance(data, list) or not data:
         raise ConfigError(f"{source}: field 'data' must be a non-empty list of {{format, path}}")

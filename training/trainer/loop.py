@@ -90,7 +90,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                     grad_norm = accelerator.clip_grad_norm_(list(parameters.values()), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
-            for key in ("loss", "lm_loss", "coord_loss"):
+            for key in ("loss", "lm_loss", "coord_loss", "word_accuracy"):  # the last: stage 0
                 value = getattr(outputs, key, None)
                 if value is not None:
                     sums[key] = sums.get(key, 0.0) + float(value.detach()) / config.grad_accum
