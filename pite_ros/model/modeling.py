@@ -157,6 +157,11 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             return visual, None
         return visual, output.last_hidden_state[:, 1:].unflatten(0, (batch, frames))
 
+    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The vision tower's last hidden state without CLS: ``(N, 3, S, S)`` -> ``(N, G², D_v)``,
+        the per-patch features that stage 0 trains and the tower probe reads."""
+        return self.vision_tower(pixel_values=images.to(self.vision_tower.dtype)).last_hidden_state[:, 1:]
+
     def _pooled_patches(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(F, 1 + G², D_v)`` tower states -> ``(F, (G/k)², d)``: the patch grid average-pooled
         k × k, then the CLS token's path (post-layernorm, CLIP's projection when used, μ)."""

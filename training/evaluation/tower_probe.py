@@ -53,7 +53,7 @@ def probe_batch(
 @torch.no_grad()
 def object_tokens(model: PiteForConditionalGeneration, pixels: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     """The frozen tower's final-layer patch token at each object's centre ``(K, D)``."""
-    hidden = model.vision_tower(pixel_values=pixels.to(model.vision_tower.dtype)).last_hidden_state[:, 1:]
+    hidden = model.patch_tokens(pixels)
     return hidden[cells[:, 0], cells[:, 1]].float()
 
 

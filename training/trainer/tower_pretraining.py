@@ -59,8 +59,7 @@ class TowerPretraining(nn.Module):
         """``pixel_values`` ``(B, 1, 3, S, S)``; each ``loc_mask`` token's word id is read from
         the patch token at its ``loc_targets`` ``(x, y)`` (normalised, the nearest patch)."""
         grid = self.model.config.patch_grid
-        tower = self.model.vision_tower
-        hidden = tower(pixel_values=pixel_values[:, 0].to(tower.dtype)).last_hidden_state[:, 1:]  # (B, G², D)
+        hidden = self.model.patch_tokens(pixel_values[:, 0])  # (B, G², D)
         rows, positions = loc_mask.bool().nonzero(as_tuple=True)
         logits = self.word_head(hidden[rows, patch_index(loc_targets[rows, positions], grid)])
         words = input_ids[rows, positions]
