@@ -15,9 +15,11 @@ from training.trainer.config import load_config
 
 def test_stage_configs_chain_into_one_another() -> None:
     configs = {name: load_config(recipe.RECIPE_DIR / f"{name}.yaml") for name, _ in (*recipe.STAGES, recipe.ABLATION)}
-    stage1, stage2, stage3, continued = (configs[name] for name, _ in recipe.STAGES)
-    assert [c.stage for c in (stage1, stage2, stage3, continued)] == [1, 2, 3, 3]
-    assert stage1.model == "default" and stage1.vocabulary == "synth"
+    stage0, stage1, stage2, stage3, continued = (configs[name] for name, _ in recipe.STAGES)
+    assert [c.stage for c in (stage0, stage1, stage2, stage3, continued)] == [0, 1, 2, 3, 3]
+    assert stage0.model == "default" and stage0.vocabulary == "synth"
+    assert stage0.data == stage1.data  # the tower learns on stage 1's images and traces
+    assert stage1.resolve(stage1.model) == stage0.resolve(stage0.output_dir) / "final"
     assert stage2.resolve(stage2.model) == stage1.resolve(stage1.output_dir) / "final"
     assert stage3.resolve(stage3.model) == stage2.resolve(stage2.output_dir) / "final"
     assert continued.resolve(continued.model) == stage3.resolve(stage3.output_dir) / "final"
@@ -148,7 +150,7 @@ def test_the_build_installs_the_continued_stage_and_compares_the_ablation_before
     assert evaluated == {"eval.json": out, "ablation_eval.json": tmp_path / "work" / "stage3_without_stage2" / "final",
                          "equal_budget_eval.json": tmp_path / "work" / "stage3" / "final"}
     training = json.loads((out / "training.json").read_text())
-    assert [run["config"] for run in training["stages"]] == ["stage1.yaml", "stage2.yaml", "stage3.yaml",
-                                                             "stage3_continued.yaml"]
+    assert [run["config"] for run in training["stages"]] == ["stage0.yaml", "stage1.yaml", "stage2.yaml",
+                                                             "stage3.yaml", "stage3_continued.yaml"]
     assert training["parameters"] == 6 and training["ablation"][0]["config"] == "stage3_without_stage2.yaml"
     assert (out / "model.safetensors").is_file() and "{{" not in (out / "README.md").read_text()
