@@ -24,6 +24,7 @@ from pite_ros.model.checkpoint import CheckpointError
 from pite_ros.model.preprocess import preprocess_frames
 from training.synth.render import render
 from training.synth.world import COLOURS, SHAPES, WorldConfig, sample_still_scene
+from training.trainer.tower_pretraining import patch_index
 
 ATTRIBUTES = {"shape": list(SHAPES), "colour": list(COLOURS)}
 
@@ -34,18 +35,18 @@ def probe_batch(
     """``images`` still scenes: pixel values ``(I, 3, S, S)``, each object's ``(image, patch)``
     ``(K, 2)``, and its label per attribute ``(K,)``."""
     config, grid = model.config, model.config.patch_grid
-    pixels, cells, labels = [], [], {name: [] for name in ATTRIBUTES}
+    pixels, images_of, centres, labels = [], [], [], {name: [] for name in ATTRIBUTES}
     for image in range(images):
         scene = sample_still_scene(rng, world)
         frame = render(scene, np.array([0.5])).frames
         pixels.append(preprocess_frames(frame, config.image_size, config.image_mean, config.image_std)[0])
         for spec in scene.objects:
-            column = min(int(spec.origin[0] / world.width * grid), grid - 1)
-            row = min(int(spec.origin[1] / world.height * grid), grid - 1)
-            cells.append((image, row * grid + column))
+            images_of.append(image)
+            centres.append((spec.origin[0] / world.width, spec.origin[1] / world.height))
             labels["shape"].append(SHAPES.index(spec.shape))
             labels["colour"].append(list(COLOURS).index(spec.colour))
-    return (torch.from_numpy(np.stack(pixels)), torch.tensor(cells),
+    cells = torch.stack([torch.tensor(images_of), patch_index(torch.tensor(centres).view(-1, 2), grid)], 1)
+    return (torch.from_numpy(np.stack(pixels)), cells,
             {name: torch.tensor(values) for name, values in labels.items()})
 
 

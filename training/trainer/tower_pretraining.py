@@ -31,6 +31,13 @@ class TowerOutput:
     word_accuracy: torch.Tensor
 
 
+def patch_index(points: torch.Tensor, grid: int) -> torch.Tensor:
+    """Normalised ``(x, y)`` points ``(K, 2)`` -> the index ``(K,)`` of the patch of a ``grid``
+    × ``grid`` tower under each (row-major, as the tower's tokens come)."""
+    cells = (points * grid).long().clamp(0, grid - 1)  # column, row
+    return cells[:, 1] * grid + cells[:, 0]
+
+
 class TowerPretraining(nn.Module):
     """``model``'s vision tower and a word head: the cross-entropy of each traced word."""
 
@@ -55,8 +62,7 @@ class TowerPretraining(nn.Module):
         tower = self.model.vision_tower
         hidden = tower(pixel_values=pixel_values[:, 0].to(tower.dtype)).last_hidden_state[:, 1:]  # (B, G², D)
         rows, positions = loc_mask.bool().nonzero(as_tuple=True)
-        cells = (loc_targets[rows, positions] * grid).long().clamp(0, grid - 1)  # (K, 2): column, row
-        logits = self.word_head(hidden[rows, cells[:, 1] * grid + cells[:, 0]])
+        logits = self.word_head(hidden[rows, patch_index(loc_targets[rows, positions], grid)])
         words = input_ids[rows, positions]
         loss = nn.functional.cross_entropy(logits, words)
         accuracy = (logits.argmax(-1) == words).float().mean().detach()
