@@ -54,10 +54,10 @@ def test_card_renders_all_three_columns_and_every_placeholder(tmp_path: Path) ->
     assert "| trajectory L1, teacher-forced (normalised) | <= 0.05 | 0.041 | 0.050 | 0.400 |" in card
     assert "| open-ended QA exact match (%) | >= 80 | n/a | n/a | n/a |" in card
     assert "| stage3_without_stage2.yaml | 3 | 500 | 0.24 | 130 | 0.8 |" in card
-    assert "steps × median step time 2 minutes" in card  # 500 × 0.24 s of the full recipe's one stage
+    assert "2 minutes of training (steps × median step time" in card  # 500 × 0.24 s of the full recipe's one stage
     assert "2,169,090" in card
     assert "| size | multiple choice | 120 | 94.5 | 92.0 | 89.0 |" in card  # accuracy per question kind
-    assert ("| metric | goal | default model (stages 1-2-3, stage 3 continued) | stages 1-2-3 | without stage 2 |"
+    assert ("| metric | goal | default model (stages 0-1-2-3, stage 3 continued) | stages 0-1-2-3 | without stage 2 |"
             in card)
     recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None, None)
     assert "| 93.5 | not run | not run |" in (tmp_path / "README.md").read_text()
@@ -69,10 +69,10 @@ def test_a_column_decoded_otherwise_says_how(tmp_path: Path) -> None:
     main = {**report(93.5, 0.0412), "meta": {"time_token_decoding": "median"}}
     recipe.render_card(tmp_path, summary, main, main, report(88.0, 0.4))
     card = (tmp_path / "README.md").read_text()
-    assert ", stage 3 continued) | stages 1-2-3 | without stage 2 (argmax temporal tokens) |" in card
-    assert "| question kind | task | n | default model | stages 1-2-3 | without stage 2 (argmax temporal tokens) |" in card
+    assert ", stage 3 continued) | stages 0-1-2-3 | without stage 2 (argmax temporal tokens) |" in card
+    assert "| question kind | task | n | default model | stages 0-1-2-3 | without stage 2 (argmax temporal tokens) |" in card
     recipe.render_card(tmp_path, summary, main, main, {**report(88.0, 0.4), "meta": {"time_token_decoding": "median"}})
-    assert ", stage 3 continued) | stages 1-2-3 | without stage 2 |" in (tmp_path / "README.md").read_text()
+    assert ", stage 3 continued) | stages 0-1-2-3 | without stage 2 |" in (tmp_path / "README.md").read_text()
 
 
 def test_a_report_older_than_the_weights_is_evaluated_again(tmp_path: Path, monkeypatch) -> None:

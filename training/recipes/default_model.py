@@ -161,7 +161,7 @@ def time_token_decoding(report: dict) -> str:
     return report.get("meta", {}).get("time_token_decoding") or "argmax"
 
 
-COLUMN_TITLES = ("stages 1-2-3, stage 3 continued", "stages 1-2-3", "without stage 2")
+COLUMN_TITLES = ("stages 0-1-2-3, stage 3 continued", "stages 0-1-2-3", "without stage 2")
 
 
 def column_titles(main: dict, compared: tuple[dict | None, ...]) -> list[str]:
