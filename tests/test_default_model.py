@@ -2,7 +2,9 @@
 on held-out synthetic clips (a seed no training or card evaluation used).
 
 The bounds are the model card's figures (the full 200-clip evaluation) less a margin for a
-16-clip sample, so a broken checkpoint, tokenizer, preprocessing or engine fails them. They
+16-clip sample (for a rate: three standard errors of the sample's count, 24 points for the 16
+multiple-choice questions at 88 %), so a broken checkpoint, tokenizer, preprocessing or
+engine fails them (chance on multiple choice is 25-33 %). They
 are bounds, not pinned answers, so that a rebuilt model (``make default-model``) passes
 without editing this file when its card's figures are the ones it measures.
 """
@@ -10,6 +12,7 @@ without editing this file when its card's figures are the ones it measures.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -49,18 +52,26 @@ def test_the_shipped_files_and_card() -> None:
     for task in ("mcq", "open_qa", "grounding", TEACHER_FORCED):
         assert evaluation["tasks"][task]["count"] > 100, task
     training = json.loads((DEFAULT_MODEL_DIR / "training.json").read_text())
-    assert [run["stage"] for run in training["stages"]] == [1, 2, 3, 3]  # stage 3, then its continued pass
+    assert [run["stage"] for run in training["stages"]] == [0, 1, 2, 3, 3]  # stage 0 (the tower), 1, 2, 3, then its continued pass
 
 
 def figure(report, task: str, name: str) -> float:
     return report.sections[task].metrics[name]
 
 
+def sampling_margin(percent: float, count: int) -> float:
+    """Three standard errors, in points, of a rate of ``percent`` measured on ``count`` items."""
+    rate = percent / 100
+    return 300 * math.sqrt(rate * (1 - rate) / count)
+
+
 def test_held_out_answers_meet_the_cards_figures(report) -> None:
     card = json.loads((DEFAULT_MODEL_DIR / "eval.json").read_text())["tasks"]
-    for task, name, margin in (("mcq", "accuracy", 15.0), ("open_qa", "accuracy", 15.0),
-                               ("grounding", "R@0.5", 20.0), ("grounding", "mIoU", 15.0)):
-        assert figure(report, task, name) >= card[task]["metrics"][name] - margin, (task, name)
+    for task, name in (("mcq", "accuracy"), ("open_qa", "accuracy"), ("grounding", "R@0.5")):
+        expected = card[task]["metrics"][name]
+        margin = sampling_margin(expected, report.sections[task].count)
+        assert figure(report, task, name) >= expected - margin, (task, name, margin)
+    assert figure(report, "grounding", "mIoU") >= card["grounding"]["metrics"]["mIoU"] - 15.0
     for task in (TEACHER_FORCED, GENERATED):
         assert figure(report, task, "L1") <= card[task]["metrics"]["L1"] + 0.1, task
         # Visible points: where the soft-argmax read-out can see the object (a mean predictor: ~0.4).

@@ -4,7 +4,8 @@ Steps (each skipped when its output is already complete, so an interrupted build
 
 1. ``pite-synth`` training data (split train, seed 1) and a held-out evaluation set (split
    eval, seed 7: a seed and a random stream no training item uses) under ``work/data``.
-2. ``pite-train`` stages 1, 2, 3 and a continued stage 3 (a second pass at half the rate:
+2. ``pite-train`` stages 0 (the vision tower's pre-training, standing in for CLIP's), 1, 2, 3
+   and a continued stage 3 (a second pass at half the rate:
    stage 3 alone leaves the model underfitting) with the YAML files beside this module's
    ``default/`` folder (``--resume``: a killed stage continues from its newest checkpoint).
 3. The continued stage-3 model is copied to ``pite_ros/assets/default_model`` with the world it knows
@@ -47,7 +48,7 @@ WORK_DIR = RECIPE_DIR / "work"  # the stage YAMLs' relative paths point here
 TRAIN_DATA = {"split": "train", "seed": 1, "videos": 3000, "images": 10000}
 EVAL_DATA = {"split": "eval", "seed": 7, "videos": 200, "images": 0}
 WORLD = WorldConfig()
-STAGES = (("stage1", 1), ("stage2", 2), ("stage3", 3), ("stage3_continued", 3))
+STAGES = (("stage0", 0), ("stage1", 1), ("stage2", 2), ("stage3", 3), ("stage3_continued", 3))
 EQUAL_BUDGET = "stage3"  # the run whose steps since stage 1 the ablation's match
 ABLATION = ("stage3_without_stage2", 3)
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -160,7 +161,7 @@ def time_token_decoding(report: dict) -> str:
     return report.get("meta", {}).get("time_token_decoding") or "argmax"
 
 
-COLUMN_TITLES = ("stages 1-2-3, stage 3 continued", "stages 1-2-3", "without stage 2")
+COLUMN_TITLES = ("stages 0-1-2-3, stage 3 continued", "stages 0-1-2-3", "without stage 2")
 
 
 def column_titles(main: dict, compared: tuple[dict | None, ...]) -> list[str]:
