@@ -48,8 +48,8 @@ demo: setup
 bench: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-# The shipped model from nothing (training/recipes/default_model.py): data, stages 0-1-2-3,
-# install into pite_ros/assets/default_model, pite-eval, model card. Resumes when interrupted.
+# The shipped model from nothing (training/recipes/default_model.py): data, stages 0-1-2-3
+# (stage 3 in three passes), install into pite_ros/assets/default_model, pite-eval, model card. Resumes when interrupted.
 default-model: setup
 	$(PY) -m training.recipes.default_model
 

@@ -79,6 +79,11 @@ class PiteConfig(PreTrainedConfig):
       deviation, because the bins are an ordered axis and the median is the boundary with the
       least expected error in seconds where the mode can sit on a far, narrow peak.
     - ``coord_weight`` λ of the L1 terms; ``label_smoothing`` of the stage-3 CE.
+    - ``trajectory_loss_points``: which points of a phrase's trajectory the L1 scores:
+      "visible" (those the tracker marks visible: a real tracker's hidden positions are
+      guesses) or "all" (REFERENCE.md PiTe L2 sums over every point j, k; right for data whose
+      hidden positions are known, as ``pite-synth``'s: behind the occluder, or clipped to the
+      frame's border outside it).
     - ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``: each stage's LoRA.
     - ``extra_trainable``: parameter groups (see ``pite_ros.model.stages.GROUPS``) trained in
       every stage on top of the stage table; ``stage_trainable``: ``{"1": [groups]}`` replaces
@@ -115,6 +120,7 @@ class PiteConfig(PreTrainedConfig):
     image_std: list[float] | None = None
     coord_weight: float = 1.0
     label_smoothing: float = 0.1
+    trajectory_loss_points: Literal["visible", "all"] = "visible"
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -144,6 +150,9 @@ class PiteConfig(PreTrainedConfig):
         if self.time_token_decoding not in ("argmax", "median"):
             raise ConfigError(f"PiteConfig.time_token_decoding must be 'argmax' or 'median', "
                               f"got {self.time_token_decoding!r}")
+        if self.trajectory_loss_points not in ("visible", "all"):
+            raise ConfigError(f"PiteConfig.trajectory_loss_points must be 'visible' or 'all', "
+                              f"got {self.trajectory_loss_points!r}")
         if self.trajectory_readout not in ("projector", "soft_argmax"):
             raise ConfigError(f"PiteConfig.trajectory_readout must be 'projector' or 'soft_argmax', "
                               f"got {self.trajectory_readout!r}")

@@ -16,7 +16,9 @@ state that predicts token i+1 also predicts where that token is (PiTe's ``p_i = 
 ``|p̂ − p|`` of a 2-D point is its L1 distance ``|Δx| + |Δy|``. In stage 2 a point the tracker
 marks invisible (occluded or out of frame) has no reliable position and contributes 0, while
 the normaliser stays the paper's P·N; the authors' code instead averages an unmasked L1
-over every element, padding included, which we do not copy.
+over every element, padding included, which we do not copy. Data whose hidden positions are
+known sets ``PiteConfig.trajectory_loss_points="all"``: the processor then marks every point
+of a phrase token, and the sum is the paper's over all j, k.
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ def location_l1_sum(loc: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
 
 
 def trajectory_l1_sum(traj: torch.Tensor, targets: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-    """Σ_i 1/(P·N) Σ_j Σ_k |p̂_ijk − p_ijk| over visible points of phrase tokens.
+    """Σ_i 1/(P·N) Σ_j Σ_k |p̂_ijk − p_ijk| over the scored points of phrase tokens.
 
-    ``traj``/``targets`` ``(B, L, N, P, 2)``, ``visible`` ``(B, L, N, P)`` (all False where a
-    token has no target).
+    ``traj``/``targets`` ``(B, L, N, P, 2)``, ``visible`` ``(B, L, N, P)``: the points scored
+    (the visible ones, or all with ``trajectory_loss_points="all"``; all False where a token
+    has no target).
     """
     frames, points = traj.shape[2], traj.shape[3]
     distance = (traj[:, :-1].float() - targets[:, 1:].float()).abs().sum(-1)

@@ -69,6 +69,7 @@ class PiteProcessor:
             item.traj = np.zeros((len(answer), *shape, 2), np.float32)
             item.traj_mask = np.zeros((len(answer), *shape), bool)
             taken = np.zeros(len(answer), bool)
+            scored_visible_only = self.config.trajectory_loss_points == "visible"
             for span in example.trajectories:
                 if span.points.shape != (*shape, 2) or span.visible.shape != shape:
                     raise ValueError(
@@ -77,7 +78,7 @@ class PiteProcessor:
                     )
                 for token in _overlapping(offsets, span.start, span.end, taken):
                     item.traj[token] = span.points
-                    item.traj_mask[token] = span.visible
+                    item.traj_mask[token] = span.visible if scored_visible_only else True
                     taken[token] = True
         return item
 

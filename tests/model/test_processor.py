@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
+from pite_ros.model import PiteConfig, PiteProcessor
+from pite_ros.model.config import ConfigError
 from pite_ros.types import Example, SpanPoint, SpanTrajectory
 
 
@@ -37,6 +41,18 @@ def test_stage2_trajectories_on_phrase_tokens(processor, tokenizer, video_exampl
     assert batch["frame_mask"].tolist() == [[True] * 4, [True, False, False, False]]
     assert batch["pixel_values"].shape == (2, 4, 3, 32, 32)
     assert (batch["input_ids"] == processor.config.video_token_id).sum(1).tolist() == [4, 1]
+
+
+def test_all_points_scored_when_hidden_positions_are_known(model, tokenizer, video_example):
+    """``trajectory_loss_points="all"``: the hidden point is scored too, on the phrase's tokens only."""
+    config = copy.deepcopy(model.config)
+    config.trajectory_loss_points = "all"
+    batch = PiteProcessor(tokenizer, config)([video_example])
+    tokens, keep = answer_tokens(batch, 0, tokenizer)
+    scored = batch["traj_mask"][0][keep]
+    assert [int(v.sum()) for v in scored] == [16 if t in ("a", "red", "circle") else 0 for t in tokens]
+    with pytest.raises(ConfigError, match="trajectory_loss_points must be 'visible' or 'all', got 'some'"):
+        PiteConfig(trajectory_loss_points="some")
 
 
 def test_first_span_wins_and_wrong_shapes_are_named(processor):

@@ -15,8 +15,8 @@ from training.trainer.config import load_config
 
 def test_stage_configs_chain_into_one_another() -> None:
     configs = {name: load_config(recipe.RECIPE_DIR / f"{name}.yaml") for name, _ in (*recipe.STAGES, recipe.ABLATION)}
-    stage0, stage1, stage2, stage3, continued = (configs[name] for name, _ in recipe.STAGES)
-    assert [c.stage for c in (stage0, stage1, stage2, stage3, continued)] == [0, 1, 2, 3, 3]
+    stage0, stage1, stage2, stage3, continued, third = (configs[name] for name, _ in recipe.STAGES)
+    assert [c.stage for c in (stage0, stage1, stage2, stage3, continued, third)] == [0, 1, 2, 3, 3, 3]
     assert stage0.model == "default" and stage0.vocabulary == "synth"
     assert stage0.data == stage1.data  # the tower learns on stage 1's images and traces
     assert stage1.resolve(stage1.model) == stage0.resolve(stage0.output_dir) / "final"
@@ -24,6 +24,10 @@ def test_stage_configs_chain_into_one_another() -> None:
     assert stage3.resolve(stage3.model) == stage2.resolve(stage2.output_dir) / "final"
     assert continued.resolve(continued.model) == stage3.resolve(stage3.output_dir) / "final"
     assert continued.data == stage3.data and continued.learning_rate == stage3.learning_rate / 2
+    assert third.resolve(third.model) == continued.resolve(continued.output_dir) / "final"
+    assert third.learning_rate == continued.learning_rate and len({stage3.seed, continued.seed, third.seed}) == 3
+    assert sorted(third.data, key=str) == sorted([*stage3.data, *(s for s in stage3.data if s.format == "mcq")], key=str)
+    assert third.model_overrides == {"trajectory_loss_points": "all"}  # pite-synth's hidden points are known
     assert recipe.EQUAL_BUDGET == "stage3"  # the ablation is compared before the continued pass
     for config in configs.values():
         for spec in config.data:
@@ -57,7 +61,7 @@ def test_card_renders_all_three_columns_and_every_placeholder(tmp_path: Path) ->
     assert "2 minutes of training (steps × median step time" in card  # 500 × 0.24 s of the full recipe's one stage
     assert "2,169,090" in card
     assert "| size | multiple choice | 120 | 94.5 | 92.0 | 89.0 |" in card  # accuracy per question kind
-    assert ("| metric | goal | default model (stages 0-1-2-3, stage 3 continued) | stages 0-1-2-3 | without stage 2 |"
+    assert ("| metric | goal | default model (stages 0-1-2-3, stage 3 continued twice) | stages 0-1-2-3 | without stage 2 |"
             in card)
     recipe.render_card(tmp_path, summary, report(93.5, 0.0412), None, None)
     assert "| 93.5 | not run | not run |" in (tmp_path / "README.md").read_text()
@@ -69,10 +73,10 @@ def test_a_column_decoded_otherwise_says_how(tmp_path: Path) -> None:
     main = {**report(93.5, 0.0412), "meta": {"time_token_decoding": "median"}}
     recipe.render_card(tmp_path, summary, main, main, report(88.0, 0.4))
     card = (tmp_path / "README.md").read_text()
-    assert ", stage 3 continued) | stages 0-1-2-3 | without stage 2 (argmax temporal tokens) |" in card
+    assert ", stage 3 continued twice) | stages 0-1-2-3 | without stage 2 (argmax temporal tokens) |" in card
     assert "| question kind | task | n | default model | stages 0-1-2-3 | without stage 2 (argmax temporal tokens) |" in card
     recipe.render_card(tmp_path, summary, main, main, {**report(88.0, 0.4), "meta": {"time_token_decoding": "median"}})
-    assert ", stage 3 continued) | stages 0-1-2-3 | without stage 2 |" in (tmp_path / "README.md").read_text()
+    assert ", stage 3 continued twice) | stages 0-1-2-3 | without stage 2 |" in (tmp_path / "README.md").read_text()
 
 
 def test_a_report_older_than_the_weights_is_evaluated_again(tmp_path: Path, monkeypatch) -> None:
@@ -125,8 +129,8 @@ def test_numerics_are_pinned_on_hosts_with_avx2_kernels_and_not_elsewhere() -> N
     assert numerics.PINNED["ATEN_CPU_CAPABILITY"] == "avx2" and numerics.PINNED["MKL_CBWR"] == "AVX2"
 
 
-def test_the_build_installs_the_continued_stage_and_compares_the_ablation_before_it(tmp_path: Path,
-                                                                                    monkeypatch) -> None:
+def test_the_build_installs_the_last_stage_3_pass_and_compares_the_ablation_before_it(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
     """The shipped model is the last stage's; the ablation's partner is stage 3 of the same budget."""
     monkeypatch.setattr(recipe, "make_data", lambda folder, spec, workers: None)
 
@@ -151,6 +155,7 @@ def test_the_build_installs_the_continued_stage_and_compares_the_ablation_before
                          "equal_budget_eval.json": tmp_path / "work" / "stage3" / "final"}
     training = json.loads((out / "training.json").read_text())
     assert [run["config"] for run in training["stages"]] == ["stage0.yaml", "stage1.yaml", "stage2.yaml",
-                                                             "stage3.yaml", "stage3_continued.yaml"]
+                                                             "stage3.yaml", "stage3_continued.yaml",
+                                                             "stage3_third_pass.yaml"]
     assert training["parameters"] == 6 and training["ablation"][0]["config"] == "stage3_without_stage2.yaml"
     assert (out / "model.safetensors").is_file() and "{{" not in (out / "README.md").read_text()

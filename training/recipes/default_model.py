@@ -5,15 +5,16 @@ Steps (each skipped when its output is already complete, so an interrupted build
 1. ``pite-synth`` training data (split train, seed 1) and a held-out evaluation set (split
    eval, seed 7: a seed and a random stream no training item uses) under ``work/data``.
 2. ``pite-train`` stages 0 (the vision tower's pre-training, standing in for CLIP's), 1, 2, 3
-   and a continued stage 3 (a second pass at half the rate:
-   stage 3 alone leaves the model underfitting) with the YAML files beside this module's
-   ``default/`` folder (``--resume``: a killed stage continues from its newest checkpoint).
-3. The continued stage-3 model is copied to ``pite_ros/assets/default_model`` with the world it knows
+   and two more passes of stage 3 at half the rate (stage 3 alone leaves the model
+   underfitting; the third pass also scores the trajectories' hidden points) with the YAML
+   files beside this module's ``default/`` folder (``--resume``: a killed stage continues
+   from its newest checkpoint).
+3. The third stage-3 pass is copied to ``pite_ros/assets/default_model`` with the world it knows
    (``synth_world.json``, read by ``pite-demo``) and ``training.json`` (steps, times, data).
 4. ``pite-eval`` on the held-out set writes ``eval.json``/``eval.txt`` beside the model.
 5. ``--ablation``: stage 3 straight from stage 1 (no pixel-temporal alignment, the steps of
    stages 2 and 3), evaluated the same way, and so is the stage-3 model of the same budget
-   (before the continued pass); their reports go beside the model as ``ablation_eval.json``
+   (before the passes that continue it); their reports go beside the model as ``ablation_eval.json``
    and ``equal_budget_eval.json``.
 6. ``README.md`` (the model card) is rendered from ``default/MODEL_CARD.template.md`` with
    the figures of steps 3-5.
@@ -48,7 +49,8 @@ WORK_DIR = RECIPE_DIR / "work"  # the stage YAMLs' relative paths point here
 TRAIN_DATA = {"split": "train", "seed": 1, "videos": 3000, "images": 10000}
 EVAL_DATA = {"split": "eval", "seed": 7, "videos": 200, "images": 0}
 WORLD = WorldConfig()
-STAGES = (("stage0", 0), ("stage1", 1), ("stage2", 2), ("stage3", 3), ("stage3_continued", 3))
+STAGES = (("stage0", 0), ("stage1", 1), ("stage2", 2), ("stage3", 3), ("stage3_continued", 3),
+          ("stage3_third_pass", 3))
 EQUAL_BUDGET = "stage3"  # the run whose steps since stage 1 the ablation's match
 ABLATION = ("stage3_without_stage2", 3)
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -161,7 +163,7 @@ def time_token_decoding(report: dict) -> str:
     return report.get("meta", {}).get("time_token_decoding") or "argmax"
 
 
-COLUMN_TITLES = ("stages 0-1-2-3, stage 3 continued", "stages 0-1-2-3", "without stage 2")
+COLUMN_TITLES = ("stages 0-1-2-3, stage 3 continued twice", "stages 0-1-2-3", "without stage 2")
 
 
 def column_titles(main: dict, compared: tuple[dict | None, ...]) -> list[str]:
