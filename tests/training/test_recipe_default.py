@@ -27,7 +27,7 @@ def test_stage_configs_chain_into_one_another() -> None:
     assert third.resolve(third.model) == continued.resolve(continued.output_dir) / "final"
     assert third.learning_rate == continued.learning_rate and len({stage3.seed, continued.seed, third.seed}) == 3
     assert sorted(third.data, key=str) == sorted([*stage3.data, *(s for s in stage3.data if s.format == "mcq")], key=str)
-    assert third.model_overrides == {"trajectory_loss_points": "all"}  # pite-synth's hidden points are known
+    assert third.model_overrides == {"trajectory_loss_points": "all", "num_frames": 16}
     assert recipe.EQUAL_BUDGET == "stage3"  # the ablation is compared before the continued pass
     for config in configs.values():
         for spec in config.data:
