@@ -6,7 +6,8 @@ Steps (each skipped when its output is already complete, so an interrupted build
    eval, seed 7: a seed and a random stream no training item uses) under ``work/data``.
 2. ``pite-train`` stages 0 (the vision tower's pre-training, standing in for CLIP's), 1, 2, 3
    and two more passes of stage 3 at half the rate (stage 3 alone leaves the model
-   underfitting; the third pass also scores the trajectories' hidden points) with the YAML
+   underfitting; the third also reads 16 frames a clip instead of 8 and scores the
+   trajectories' hidden points) with the YAML
    files beside this module's ``default/`` folder (``--resume``: a killed stage continues
    from its newest checkpoint).
 3. The third stage-3 pass is copied to ``pite_ros/assets/default_model`` with the world it knows
