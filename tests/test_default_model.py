@@ -20,7 +20,7 @@ import pytest
 from pite_ros.engine.loader import DEFAULT_MODEL_DIR, load_engine
 from training.evaluation.run import GENERATED, TEACHER_FORCED, EvalOptions, run_evaluation
 from training.evaluation.sources import resolve_sources
-from training.synth import generate
+from training.synth import WorldConfig, generate
 
 HELD_OUT_SEED = 13  # training used seed 1, the card's evaluation seed 7
 MAX_BYTES = 25 * 2**20
@@ -36,7 +36,9 @@ def engine():
 @pytest.fixture(scope="module")
 def report(engine, tmp_path_factory):
     folder = tmp_path_factory.mktemp("held_out")
-    generate(folder, videos=16, images=0, split="eval", seed=HELD_OUT_SEED)
+    # The world the model was trained in, so the stage-2 references are annotated at its frame count too.
+    world = WorldConfig(**json.loads((DEFAULT_MODEL_DIR / "synth_world.json").read_text()))
+    generate(folder, videos=16, images=0, split="eval", seed=HELD_OUT_SEED, config=world)
     options = EvalOptions(meteor=False, progress=False, batch_size=16)
     return run_evaluation(engine, resolve_sources([str(folder)]), options)
 

@@ -44,7 +44,8 @@ SECTIONS = ["open_qa", "mcq", "gqa", "grounding", "dense_caption", "trajectory_g
 @pytest.fixture(scope="module")
 def eval_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eval_set")
-    config = WorldConfig(width=64, height=64, num_frames=FRAMES, num_points=4, max_seconds=5)
+    config = WorldConfig(width=64, height=64, num_frames=FRAMES, extra_num_frames=(2 * FRAMES,), num_points=4,
+                         max_seconds=5)
     generate(out, videos=3, images=0, split="eval", seed=1, config=config)
     return out
 
@@ -124,11 +125,12 @@ def result(text: str, phrases: list[PhraseTrack] | None = None) -> AnswerResult:
     return AnswerResult(text=text, phrases=phrases or [], segments=[], token_ids=[], frame_times=np.zeros(FRAMES))
 
 
-def reference_table(folder: Path, garbage: bool = False) -> dict[tuple[str, str], AnswerResult]:
-    """Every example's reference answer (phrases with their true trajectories), or garbage."""
+def reference_table(folder: Path, garbage: bool = False, frames: int = FRAMES) -> dict[tuple[str, str], AnswerResult]:
+    """Every example's reference answer (phrases with their true trajectories at ``frames``
+    frames, from the folder's annotation at that count when it has one), or garbage."""
     table = {}
     for source in resolve_sources([str(folder)]):
-        for example in open_source(source, num_frames=FRAMES, image_size=SIZE):
+        for example in open_source(source.at_frame_count(frames), num_frames=frames, image_size=SIZE):
             key = (example.prompt, digest(example.frames))
             assert key not in table, "the fake engine needs unique (prompt, clip) keys"
             if garbage:
@@ -262,6 +264,26 @@ def test_trajectories_with_other_point_counts_are_left_out_and_counted(eval_dir)
     for name in (GENERATED, TEACHER_FORCED):
         assert report.sections[name].count == 0 and report.sections[name].counts[POINTS_DIFFER] == phrases
     assert report.meta["examples"] == 0 and engine.asked == 0
+
+
+def test_a_folders_annotation_at_the_models_frame_count_is_scored_instead_of_a_resampled_one(eval_dir):
+    """The eval set has N = 4 (stage2.jsonl) and N = 8 (stage2_8f.jsonl); an 8-frame engine that
+    answers the 8-frame truth scores L1 0 on the folder, and not on the 4 rows resampled to 8
+    (pite-synth's movers stop, start and leave between two of those rows)."""
+    frames = 2 * FRAMES
+    (stage2,) = [s for s in resolve_sources([str(eval_dir)]) if s.format == "stage2"]
+    assert stage2.at_frame_count(frames).path == eval_dir / "stage2_8f.jsonl"
+    assert stage2.at_frame_count(FRAMES) == stage2 and stage2.at_frame_count(16) == stage2
+    engine = FakeEngine(reference_table(eval_dir, frames=frames))
+    engine.num_frames = frames
+    options = EvalOptions(tasks=("trajectory",), meteor=False, progress=False, teacher_forced=False)
+    exact = run_evaluation(engine, resolve_sources([str(eval_dir)]), options)
+    assert exact.meta["data"][0]["source"] == f"stage2={eval_dir / 'stage2_8f.jsonl'}"
+    assert exact.sections[GENERATED].count == expected_counts(eval_dir)["trajectory_generated"]
+    assert exact.sections[GENERATED].metrics["L1"] == pytest.approx(0.0, abs=1e-6)
+    resampled = run_evaluation(engine, resolve_sources([f"stage2={eval_dir / 'stage2.jsonl'}"]), options)
+    assert resampled.sections[GENERATED].count == exact.sections[GENERATED].count
+    assert resampled.sections[GENERATED].metrics["L1"] > 0.005
 
 
 def test_bad_data_arguments(tmp_path):

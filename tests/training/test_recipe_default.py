@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,8 +27,13 @@ def test_stage_configs_chain_into_one_another() -> None:
     assert continued.data == stage3.data and continued.learning_rate == stage3.learning_rate / 2
     assert third.resolve(third.model) == continued.resolve(continued.output_dir) / "final"
     assert third.learning_rate == continued.learning_rate and len({stage3.seed, continued.seed, third.seed}) == 3
-    assert sorted(third.data, key=str) == sorted([*stage3.data, *(s for s in stage3.data if s.format == "mcq")], key=str)
     assert third.model_overrides == {"trajectory_loss_points": "all", "num_frames": 16}
+    # Multiple choice twice, and the rehearsed trajectories annotated at the pass's 16 frames
+    # (a file the recipe's world writes), not resampled from stage 2's 8 rows.
+    exact = [dataclasses.replace(s, path=s.path.replace("stage2.jsonl", "stage2_16f.jsonl"))
+             if s.format == "pite143k" else s for s in stage3.data]
+    assert sorted(third.data, key=str) == sorted([*exact, *(s for s in stage3.data if s.format == "mcq")], key=str)
+    assert recipe.WORLD.extra_num_frames == (16,) and stage2.data[0].path.endswith("/stage2.jsonl")
     assert recipe.EQUAL_BUDGET == "stage3"  # the ablation is compared before the continued pass
     for config in configs.values():
         for spec in config.data:
@@ -101,7 +107,8 @@ def test_a_report_older_than_the_weights_is_evaluated_again(tmp_path: Path, monk
 
 
 def test_data_is_made_again_when_any_field_of_its_spec_changes(tmp_path: Path, monkeypatch) -> None:
-    """A recipe that asks for more images must not train on the old data's 2000."""
+    """A recipe that asks for more images, or another world (such as stage-2 trajectories at
+    more frame counts), must not train on the old data."""
     made: list[dict] = []
 
     def generate(folder: Path, **spec) -> None:
@@ -109,6 +116,7 @@ def test_data_is_made_again_when_any_field_of_its_spec_changes(tmp_path: Path, m
         folder.mkdir(parents=True)
         counts = {"videos": spec["videos"], "images": spec["images"], "stage1.jsonl": spec["images"]}
         (folder / "manifest.json").write_text(json.dumps({"seed": spec["seed"], "split": spec["split"],
+                                                          "config": dataclasses.asdict(spec["config"]),
                                                           "counts": counts}))
 
     monkeypatch.setattr(recipe, "generate", generate)
@@ -119,6 +127,9 @@ def test_data_is_made_again_when_any_field_of_its_spec_changes(tmp_path: Path, m
     recipe.make_data(tmp_path / "data", {**spec, "images": 10}, workers=1)
     recipe.make_data(tmp_path / "data", {**spec, "seed": 2, "images": 10}, workers=1)
     assert [(m["images"], m["seed"]) for m in made] == [(2, 1), (10, 1), (10, 2)]
+    monkeypatch.setattr(recipe, "WORLD", dataclasses.replace(recipe.WORLD, extra_num_frames=(12,)))
+    recipe.make_data(tmp_path / "data", {**spec, "seed": 2, "images": 10}, workers=1)
+    assert len(made) == 4 and made[-1]["config"].extra_num_frames == (12,)
 
 
 def test_numerics_are_pinned_on_hosts_with_avx2_kernels_and_not_elsewhere() -> None:

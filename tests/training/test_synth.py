@@ -62,6 +62,30 @@ def test_manifest_counts_match_files(synth: Path) -> None:
     assert manifest["counts"]["stage2.jsonl"] == VIDEOS and manifest["counts"]["stage1.jsonl"] == IMAGES
 
 
+def test_extra_frame_counts_annotate_the_same_phrases_at_those_frames(synth: Path, tmp_path: Path) -> None:
+    """``extra_num_frames=(16,)`` adds stage2_16f.jsonl and changes no other file; its visible
+    points lie on their object in the frames a 16-frame reader decodes."""
+    generate(tmp_path, videos=VIDEOS, images=IMAGES, split="train", seed=3, config=WorldConfig(extra_num_frames=(16,)))
+    for name in STAGE_FILES:
+        assert (tmp_path / name).read_bytes() == (synth / name).read_bytes(), name
+    dense, sparse = read_jsonl(tmp_path / "stage2_16f.jsonl"), read_jsonl(synth / "stage2.jsonl")
+    assert json.loads((tmp_path / "manifest.json").read_text())["counts"]["stage2_16f.jsonl"] == VIDEOS
+    for record, eight in zip(dense, sparse):
+        assert (record["id"], record["caption"], record["num_frames"]) == (eight["id"], eight["caption"], 16)
+        truth = load_ground_truth(tmp_path / "gt" / f"{record['id']}.npz")
+        frames = np.round((np.arange(16) + 0.5) * record["clip"][1] / 16 * truth.fps - 0.5).astype(int)
+        for phrase, other in zip(record["phrases"], eight["phrases"]):
+            assert (phrase["text"], phrase["span"]) == (other["text"], other["span"])
+            points, visible = np.array(phrase["trajectory"]), np.array(phrase["visibility"], bool)
+            assert points.shape == (16, 8, 2) and visible.any()
+            obj = truth.object_by_phrase(f"the {' '.join(phrase['text'].split()[-2:])}")["index"]
+            pixels = np.round(points * (truth.width, truth.height) - 0.5).astype(int)
+            k, j = np.nonzero(visible)
+            assert truth.masks[obj, frames[k], pixels[k, j, 1], pixels[k, j, 0]].all()
+    with pytest.raises(ValueError, match="extra_num_frames"):
+        WorldConfig(extra_num_frames=(8,))
+
+
 def test_masks_agree_with_centres(synth: Path) -> None:
     checked = 0
     for index in range(VIDEOS):

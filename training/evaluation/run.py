@@ -234,7 +234,8 @@ class _Run:
     def plan(self, sources: Sequence[Source]) -> list[_Job]:
         """Open the sources the requested tasks need and list their examples with references.
 
-        Frames are decoded at the model's image size and count. A stage-2 phrase with more
+        Frames are decoded at the model's image size and count; a folder's stage-2 annotation
+        at the model's count is read when it has one (``Source.at_frame_count``). A stage-2 phrase with more
         points than the model predicts is scored on an evenly spread subset of them, as the
         trainer fits it (``spread_point_indices``); one with fewer cannot be compared: it is
         left out and counted as ``POINTS_DIFFER`` in both trajectory sections.
@@ -245,6 +246,7 @@ class _Run:
         for source in sources:
             if not set(FORMATS[source.format].tasks) & set(tasks):
                 continue
+            source = source.at_frame_count(int(self.engine.num_frames))
             dataset = open_source(source, num_frames=int(self.engine.num_frames), image_size=size)
             self.opened.append((source, dataset))
             records = read_records(dataset)

@@ -19,7 +19,10 @@ the reference fields themselves (options, answer index, timestamps, events), whi
   the record has ``timestamps``, also ``gqa`` (the same plus ``timestamps``, ``duration``):
   one answer scored both ways.
 - ``stage2`` -> ``trajectory``, one per phrase: its ``trajectory`` / ``visibility`` resampled
-  to the model's N frames by the reader, and its text as ``phrase`` (for matching).
+  to the model's N frames by the reader, and its text as ``phrase`` (for matching). A folder's
+  ``stage2_{N}f.jsonl`` (``pite-synth --extra-num-frames N``) is read instead of its
+  ``stage2.jsonl`` for a model of N frames: resampling is linear in time, and a mover that
+  stops, starts or leaves between two annotated frames is not where the line puts it.
 
 ``duration`` is the reader's (the record's field, else the video's length), so a record
 without one is still scored.
@@ -28,6 +31,7 @@ without one is still scored.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +72,12 @@ class Source:
 
     format: str
     path: Path
+    per_frame_count: tuple[tuple[int, Path], ...] = ()  # a folder's stage2_{N}f.jsonl files
+
+    def at_frame_count(self, frames: int) -> Source:
+        """This source for a model of ``frames`` frames: its annotation at that N if it has one."""
+        exact = dict(self.per_frame_count).get(frames)
+        return Source(self.format, exact) if exact is not None else self
 
     def __str__(self) -> str:
         return f"{self.format}={self.path}"
@@ -92,7 +102,8 @@ def resolve_sources(specs: list[str]) -> list[Source]:
             continue
         path = Path(spec)
         if path.is_dir():
-            found = [Source(n, path / f.file_name) for n, f in FORMATS.items() if (path / f.file_name).is_file()]
+            found = [Source(n, path / f.file_name, _frame_counts(path) if n == "stage2" else ())
+                     for n, f in FORMATS.items() if (path / f.file_name).is_file()]
             if not found:
                 names = ", ".join(f.file_name for f in FORMATS.values())
                 raise SourceError(f"{path}: folder holds none of {names}")
@@ -104,6 +115,13 @@ def resolve_sources(specs: list[str]) -> list[Source]:
         else:
             raise SourceError(f"{spec}: no such file or folder (or an unknown FORMAT before '=': use one of {known})")
     return sources
+
+
+def _frame_counts(folder: Path) -> tuple[tuple[int, Path], ...]:
+    """The ``stage2_{N}f.jsonl`` files of ``folder`` by N."""
+    found = ((match.group(1), path) for path in sorted(folder.glob("stage2_*f.jsonl"))
+             if (match := re.fullmatch(r"stage2_(\d+)f\.jsonl", path.name)))
+    return tuple((int(frames), path) for frames, path in found)
 
 
 def open_source(source: Source, *, num_frames: int, image_size: ImageSize) -> RecordDataset:

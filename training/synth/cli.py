@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=int, default=defaults.max_seconds)
     parser.add_argument("--max-objects", type=int, default=defaults.max_objects)
     parser.add_argument("--num-frames", type=int, default=defaults.num_frames, help="N of stage-2 trajectories")
+    parser.add_argument("--extra-num-frames", type=int, nargs="*", default=[],
+                        help="further N: stage2_{N}f.jsonl with the trajectories annotated at N frames")
     parser.add_argument("--num-points", type=int, default=defaults.num_points, help="P of stage-2 trajectories")
     return parser.parse_args(argv)
 
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             max_seconds=args.max_seconds,
             max_objects=args.max_objects,
             num_frames=args.num_frames,
+            extra_num_frames=tuple(args.extra_num_frames),
             num_points=args.num_points,
         )
     except ValueError as error:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import cv2
 
-from training.synth.records import IMAGE, SPLITS, STAGE_FILES, VIDEO, image_item, video_item
+from training.synth.records import IMAGE, SPLITS, VIDEO, image_item, stage_files, video_item
 from training.synth.world import WorldConfig
 
 SYNTH_VERSION = "1"
@@ -47,7 +47,7 @@ def generate(
         (out / folder).mkdir(parents=True, exist_ok=True)
     jobs = [(VIDEO, i) for i in range(videos)] + [(IMAGE, i) for i in range(images)]
     make = partial(_make, out=out, split=split, seed=seed, config=config)
-    records: dict[str, list[dict]] = {name: [] for name in STAGE_FILES}
+    records: dict[str, list[dict]] = {name: [] for name in stage_files(config)}
 
     def collect(results) -> None:
         for result in results:

@@ -31,6 +31,16 @@ STAGE_FILES = (
 )
 
 
+def stage2_file(frames: int, config: WorldConfig) -> str:
+    """``stage2.jsonl`` for ``config.num_frames``, ``stage2_{N}f.jsonl`` for an extra N."""
+    return "stage2.jsonl" if frames == config.num_frames else f"stage2_{frames}f.jsonl"
+
+
+def stage_files(config: WorldConfig) -> tuple[str, ...]:
+    """Every JSONL file a data set of ``config`` has: ``STAGE_FILES`` and the extra stage-2 ones."""
+    return STAGE_FILES + tuple(stage2_file(n, config) for n in config.extra_num_frames)
+
+
 def item_rng(seed: int, split: str, kind: int, index: int) -> np.random.Generator:
     """The random stream of one item."""
     return np.random.default_rng([seed, SPLITS[split], kind, index])
@@ -50,8 +60,8 @@ def normalise(points: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip((points + 0.5) / np.array([width, height]), 0.0, 1.0)
 
 
-def point_tracks(scene: Scene, rendering: Rendering, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stage-2 trajectory ``(N, P, 2)`` normalised and visibility ``(N, P)`` of object ``index``.
+def point_tracks(scene: Scene, rendering: Rendering, index: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stage-2 trajectory ``(N, P, 2)`` normalised and visibility ``(N, P)`` of object ``index``, N = ``frames``.
 
     Frame ``k`` is the rendered frame ``read_frames`` decodes for
     ``uniform_frame_times(0, duration, N)[k]``. Points are fixed offsets inside the shape
@@ -61,16 +71,16 @@ def point_tracks(scene: Scene, rendering: Rendering, index: int) -> tuple[np.nda
     """
     config = scene.config
     spec = scene.objects[index]
-    times = uniform_frame_times(0.0, float(scene.seconds), config.num_frames)
-    frames = nearest_frame_indices(times, config.fps, scene.frame_count)
+    times = uniform_frame_times(0.0, float(scene.seconds), frames)
+    shown = nearest_frame_indices(times, config.fps, scene.frame_count)
     offsets = point_offsets(spec.shape, config.num_points) * spec.radius
-    points = rendering.centres[index, frames][:, None, :] + offsets[None]
+    points = rendering.centres[index, shown][:, None, :] + offsets[None]
     pixels = np.round(points).astype(int)
     inside = (
         (pixels[..., 0] >= 0) & (pixels[..., 0] < config.width) & (pixels[..., 1] >= 0) & (pixels[..., 1] < config.height)
     )
     xs, ys = np.clip(pixels[..., 0], 0, config.width - 1), np.clip(pixels[..., 1], 0, config.height - 1)
-    owner = rendering.labels[frames[:, None], ys, xs]
+    owner = rendering.labels[shown[:, None], ys, xs]
     return normalise(points, config.width, config.height), inside & (owner == index)
 
 
@@ -150,28 +160,28 @@ def video_item(out: Path, split: str, seed: int, index: int, config: WorldConfig
     duration = float(scene.seconds)
 
     text, phrases = language.caption(scene, events)
-    tracks = {spec.index: point_tracks(scene, rendering, spec.index) for spec in scene.objects}
-    stage2 = {
-        "id": item,
-        "video": video,
-        "clip": [0.0, duration],
-        "caption": text,
-        "num_frames": config.num_frames,
-        "num_points": config.num_points,
-        "width": config.width,
-        "height": config.height,
-        "phrases": [
-            {
-                "text": p.text,
-                "span": [p.start, p.end],
-                "trajectory": _round(tracks[p.object][0], 4),
-                "visibility": tracks[p.object][1].astype(int).tolist(),
-            }
-            for p in phrases
-        ],
-    }
-    records: dict[str, list[dict]] = {name: [] for name in STAGE_FILES}
-    records["stage2.jsonl"].append(stage2)
+    records: dict[str, list[dict]] = {name: [] for name in stage_files(config)}
+    for frames in (config.num_frames, *config.extra_num_frames):
+        tracks = {spec.index: point_tracks(scene, rendering, spec.index, frames) for spec in scene.objects}
+        records[stage2_file(frames, config)].append({
+            "id": item,
+            "video": video,
+            "clip": [0.0, duration],
+            "caption": text,
+            "num_frames": frames,
+            "num_points": config.num_points,
+            "width": config.width,
+            "height": config.height,
+            "phrases": [
+                {
+                    "text": p.text,
+                    "span": [p.start, p.end],
+                    "trajectory": _round(tracks[p.object][0], 4),
+                    "visibility": tracks[p.object][1].astype(int).tolist(),
+                }
+                for p in phrases
+            ],
+        })
 
     qas = language.questions(scene, events)
     asked = language.choose(rng, qas, int(rng.integers(1, 4)))

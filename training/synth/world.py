@@ -53,6 +53,10 @@ class WorldConfig:
     min_objects: int = 1
     max_objects: int = 3
     num_frames: int = 8  # N: trajectory frames per stage-2 record
+    # Further N: the same stage-2 records annotated at each of these frame counts too, in
+    # stage2_{N}f.jsonl. A model reading another N than a record's resamples its trajectory
+    # linearly, which is not where a piecewise-linear mover is (see records.stage2_file).
+    extra_num_frames: tuple[int, ...] = ()
     num_points: int = 8  # P: tracked points per object
     min_speed: float = 0.25  # fraction of min(width, height) per second
     max_speed: float = 0.45
@@ -64,6 +68,10 @@ class WorldConfig:
             raise ValueError("need 1 <= min_seconds <= max_seconds")
         if min(self.width, self.height) < 24 or self.fps < 1 or self.num_frames < 1 or self.num_points < 1:
             raise ValueError("frames must be at least 24x24 pixels, and fps, num_frames, num_points positive")
+        extra = tuple(self.extra_num_frames)
+        if any(n < 1 or n == self.num_frames for n in extra) or len(set(extra)) != len(extra):
+            raise ValueError(f"extra_num_frames must be distinct positive counts other than num_frames, got {extra}")
+        object.__setattr__(self, "extra_num_frames", extra)  # a list from JSON becomes the tuple
 
 
 @dataclass(frozen=True)
