@@ -3,6 +3,8 @@
 A folder holds ``stage1.jsonl``, ``stage2.jsonl`` and ``stage3_{conversations,grounding,
 dense,mcq}.jsonl`` (any subset); ``open_stage`` returns a reader for each file of a stage
 that is present, in that fixed order, so a ``ConcatDataset`` over them is deterministic.
+Beside ``stage2.jsonl`` a folder may hold the same records annotated at another frame count
+N, named by ``stage2_file_name`` (``pite-synth --extra-num-frames``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ STAGE_READERS: dict[int, tuple[tuple[str, type[RecordDataset]], ...]] = {
         ("stage3_mcq.jsonl", MultipleChoiceDataset),
     ),
 }
+
+
+def stage2_file_name(frames: int) -> str:
+    """``stage2_{N}f.jsonl``: a folder's stage-2 records with trajectories annotated at N frames."""
+    return f"stage2_{frames}f.jsonl"
 
 
 def open_stage(

@@ -243,11 +243,12 @@ class _Run:
         jobs, tasks = [], self.options.tasks
         points = model_setting(self.engine, "num_points")
         size = model_setting(self.engine, "image_size")
+        frames = int(self.engine.num_frames)
         for source in sources:
             if not set(FORMATS[source.format].tasks) & set(tasks):
                 continue
-            source = source.at_frame_count(int(self.engine.num_frames))
-            dataset = open_source(source, num_frames=int(self.engine.num_frames), image_size=size)
+            source = source.at_frame_count(frames)
+            dataset = open_source(source, num_frames=frames, image_size=size)
             self.opened.append((source, dataset))
             records = read_records(dataset)
             chosen = dataset.items if self.options.limit is None else dataset.items[: self.options.limit]

@@ -31,7 +31,6 @@ without one is still scored.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from training.datasets import (
     TrajectoryCaptionDataset,
 )
 from training.datasets.base import ImageSize
+from training.datasets.layout import stage2_file_name
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,15 @@ class Source:
 
     format: str
     path: Path
-    per_frame_count: tuple[tuple[int, Path], ...] = ()  # a folder's stage2_{N}f.jsonl files
+    folder: Path | None = None  # the --data folder it was found in (None: a file named as such)
 
     def at_frame_count(self, frames: int) -> Source:
-        """This source for a model of ``frames`` frames: its annotation at that N if it has one."""
-        exact = dict(self.per_frame_count).get(frames)
-        return Source(self.format, exact) if exact is not None else self
+        """This source for a model of ``frames`` frames: a folder's stage-2 annotation at that N
+        (``stage2_file_name``) if the folder has one, else itself."""
+        if self.format != "stage2" or self.folder is None:
+            return self
+        exact = self.folder / stage2_file_name(frames)
+        return Source(self.format, exact) if exact.is_file() else self
 
     def __str__(self) -> str:
         return f"{self.format}={self.path}"
@@ -102,8 +105,7 @@ def resolve_sources(specs: list[str]) -> list[Source]:
             continue
         path = Path(spec)
         if path.is_dir():
-            found = [Source(n, path / f.file_name, _frame_counts(path) if n == "stage2" else ())
-                     for n, f in FORMATS.items() if (path / f.file_name).is_file()]
+            found = [Source(n, path / f.file_name, path) for n, f in FORMATS.items() if (path / f.file_name).is_file()]
             if not found:
                 names = ", ".join(f.file_name for f in FORMATS.values())
                 raise SourceError(f"{path}: folder holds none of {names}")
@@ -115,13 +117,6 @@ def resolve_sources(specs: list[str]) -> list[Source]:
         else:
             raise SourceError(f"{spec}: no such file or folder (or an unknown FORMAT before '=': use one of {known})")
     return sources
-
-
-def _frame_counts(folder: Path) -> tuple[tuple[int, Path], ...]:
-    """The ``stage2_{N}f.jsonl`` files of ``folder`` by N."""
-    found = ((match.group(1), path) for path in sorted(folder.glob("stage2_*f.jsonl"))
-             if (match := re.fullmatch(r"stage2_(\d+)f\.jsonl", path.name)))
-    return tuple((int(frames), path) for frames, path in found)
 
 
 def open_source(source: Source, *, num_frames: int, image_size: ImageSize) -> RecordDataset:

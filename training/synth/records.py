@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from pite_ros.video import nearest_frame_indices, uniform_frame_times
+from training.datasets.layout import stage2_file_name
 from training.synth import language
 from training.synth.events import Event, scene_events
 from training.synth.groundtruth import GroundTruth, save_ground_truth
@@ -33,7 +34,7 @@ STAGE_FILES = (
 
 def stage2_file(frames: int, config: WorldConfig) -> str:
     """``stage2.jsonl`` for ``config.num_frames``, ``stage2_{N}f.jsonl`` for an extra N."""
-    return "stage2.jsonl" if frames == config.num_frames else f"stage2_{frames}f.jsonl"
+    return "stage2.jsonl" if frames == config.num_frames else stage2_file_name(frames)
 
 
 def stage_files(config: WorldConfig) -> tuple[str, ...]:
