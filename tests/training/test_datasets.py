@@ -25,7 +25,7 @@ from training.datasets import (
 )
 from training.datasets import report as reasons
 from training.datasets.prompts import GROUNDED_TOKEN
-from training.synth import generate, load_ground_truth, split_words, vocabulary
+from training.synth import WorldConfig, generate, load_ground_truth, split_words, vocabulary
 
 VIDEOS, IMAGES, SIZE = 8, 6, 64
 
@@ -280,6 +280,23 @@ def test_open_stage_reads_every_file_of_a_synth_folder(synth: Path) -> None:
     assert stage2.frames.shape[0] == 4 and stage2.trajectories[0].points.shape[0] == 4
     report = merged_report(open_stage(synth, 3))
     assert report.skipped == 0 and report.loaded == sum(counts[3])
+
+
+def test_open_stage_reads_the_folders_records_annotated_at_the_asked_frame_count(tmp_path: Path) -> None:
+    """A folder with ``stage2_16f.jsonl`` gives its exact 16-frame trajectories for num_frames=16
+    (not ``stage2.jsonl``'s 8 rows resampled, which miss a stop or start between two rows);
+    another frame count still resamples ``stage2.jsonl``."""
+    generate(tmp_path, videos=4, images=0, split="eval", seed=5, config=WorldConfig(extra_num_frames=(16,)))
+    exact = TrajectoryCaptionDataset(tmp_path / "stage2_16f.jsonl")
+    resampled = TrajectoryCaptionDataset(tmp_path / "stage2.jsonl", num_frames=16)
+    opened = open_stage(tmp_path, 2, num_frames=16)
+    assert len(opened) == 1 and len(opened[0]) == len(exact) == 4
+    pairs = [(a, b, c) for i in range(4) for a, b, c in
+             zip(opened[0][i].trajectories, exact[i].trajectories, resampled[i].trajectories)]
+    assert all(np.array_equal(a.points, b.points) and np.array_equal(a.visible, b.visible) for a, b, _ in pairs)
+    assert any(not np.allclose(a.points, c.points) for a, _, c in pairs)
+    six = open_stage(tmp_path, 2, num_frames=6)[0][0]
+    assert six.trajectories[0].points.shape[0] == 6 and six.id == resampled[0].id
 
 
 def test_stage1_utterances_are_matched_in_order_and_case_insensitively(synth: Path, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ A folder holds ``stage1.jsonl``, ``stage2.jsonl`` and ``stage3_{conversations,gr
 dense,mcq}.jsonl`` (any subset); ``open_stage`` returns a reader for each file of a stage
 that is present, in that fixed order, so a ``ConcatDataset`` over them is deterministic.
 Beside ``stage2.jsonl`` a folder may hold the same records annotated at another frame count
-N, named by ``stage2_file_name`` (``pite-synth --extra-num-frames``).
+N, named by ``stage2_file_name`` (``pite-synth --extra-num-frames``); ``open_stage`` reads
+that file for ``num_frames=N``, since resampling N' rows to N misses what moves between them.
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ def open_stage(
 ) -> list[RecordDataset]:
     """Readers for the stage's files present in ``folder``.
 
-    ``num_frames``: stage 2 resamples to it (None: each record's N); stage 3 samples it
-    (None: 8). Stage 1 always has one frame.
+    ``num_frames``: stage 2 reads the folder's records annotated at that many frames when
+    it has them (``stage2_file_name``), else resamples ``stage2.jsonl`` to it (None: each
+    record's N); stage 3 samples it (None: 8). Stage 1 always has one frame.
     """
     if stage not in STAGE_READERS:
         raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
     readers = []
     for name, reader in STAGE_READERS[stage]:
         path = Path(folder) / name
+        if stage == 2 and num_frames is not None:
+            exact = path.with_name(stage2_file_name(num_frames))
+            path = exact if exact.is_file() else path
         if not path.is_file():
             continue
         if stage == 1:
