@@ -259,14 +259,23 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
     ) -> DecoderStep:
         """The LM over new positions and its three heads.
 
-        ``inputs_embeds`` ``(B, L, d)``; ``attention_mask`` ``(B, past + L)`` (0 on padding);
+        ``inputs_embeds`` ``(B, L, d)``; ``attention_mask`` ``(B, past + L)`` (0 on padding), or
+        ``(B, 1, L, L)`` bool for rows of several examples (``splice_shared``; made additive here
+        so that every attention implementation reads it alike);
         ``position_ids`` ``(B, L)`` (default: from the mask, so left padding starts at 0);
         ``past_key_values``: a ``DynamicCache`` (created on the first call when ``use_cache``);
         ``patch_tokens``: the clip's (``project``); without them a soft-argmax read-out gives
         no ``loc``/``traj`` (generation projects pooled phrase states afterwards instead);
         ``heads=False``: none either way (``forward`` projects only where its loss reads).
         """
-        if position_ids is None:
+        if attention_mask.dim() == 4:
+            if position_ids is None:
+                raise ValueError("a (B, 1, L, L) attention mask needs the rows' position_ids")
+            if attention_mask.dtype == torch.bool:
+                blocked = torch.finfo(inputs_embeds.dtype).min
+                attention_mask = torch.zeros(attention_mask.shape, dtype=inputs_embeds.dtype, device=inputs_embeds.device
+                                             ).masked_fill(~attention_mask.to(inputs_embeds.device), blocked)
+        elif position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
         lm = self.causal_lm()
         output = lm.get_decoder()(

@@ -10,6 +10,7 @@ token overlaps several spans the first (in the example's order) wins.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.preprocess import preprocess_frames
 from pite_ros.model.prompt import encode_answer, encode_prompt
-from pite_ros.model.splice import SpliceItem, splice_batch
+from pite_ros.model.splice import SpliceItem, splice_batch, splice_shared
 from pite_ros.types import Example
 
 
@@ -50,6 +51,27 @@ class PiteProcessor:
         items = [self.splice_item(example) for example in examples]
         batch = self._splice(items, "right")
         batch.update(self.pixel_batch([example.frames for example in examples]))
+        return batch
+
+    def shared_clip_batch(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+        """The collate for training rows shared by a clip's examples (``splice_shared``): the
+        examples whose frames are the same (by content) and whose prompts agree up to the clip
+        share one row, so the vision tower and the clip's tokens run once for them. The loss of
+        the batch is the loss of ``__call__``'s batch of the same examples."""
+        groups: dict[tuple, list[int]] = {}
+        items = [self.splice_item(example) for example in examples]
+        for index, (example, item) in enumerate(zip(examples, items, strict=True)):
+            at = item.prompt_ids.index(self.config.video_token_id)
+            key = (example.frames.shape, hashlib.blake2b(np.ascontiguousarray(example.frames).data).digest(),
+                   tuple(item.prompt_ids[: at + 1]))
+            groups.setdefault(key, []).append(index)
+        batch = splice_shared(
+            [[items[i] for i in group] for group in groups.values()],
+            video_token_id=self.config.video_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_length=self.config.text_config.max_position_embeddings,
+        )
+        batch.update(self.pixel_batch([examples[group[0]].frames for group in groups.values()]))
         return batch
 
     def splice_item(self, example: Example) -> SpliceItem:

@@ -12,6 +12,12 @@ Layout of one row (right padding)::
     prompt[:v]  <video> × num_visual  prompt[v+1:]  answer  pad…
     labels:  -100 …                                 answer  -100…
     position ids: 0, 1, 2, … over the real tokens; 0 on padding
+
+``splice_shared`` lays several examples of one clip out in one row instead (training only):
+the clip's prefix ``prompt[:v] <video> × num_visual`` once, then each example's
+``prompt[v+1:] answer`` with the position ids it has alone, under a 4-D attention mask by
+which each example sees the prefix and itself only. Every example's logits are those of its
+own row, while the vision tower and the prefix are computed once for the clip.
 """
 
 from __future__ import annotations
@@ -64,6 +70,69 @@ def splice_batch(
     rows = [_splice_one(item, video_token_id) for item in items]
     if max_length is not None:
         rows = [{key: value[:max_length] for key, value in row.items()} for row in rows]
+    return _pad_rows(rows, pad_token_id, padding_side)
+
+
+def splice_shared(
+    groups: list[list[SpliceItem]],
+    *,
+    video_token_id: int,
+    pad_token_id: int,
+    max_length: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """One right-padded row per group of items that share a clip, with ``splice_batch``'s keys.
+
+    The items of a group must have the same prompt up to and including ``<video>`` and the
+    same ``num_visual``. ``attention_mask`` is ``(B, 1, L, L)`` bool (True: the query may
+    attend the key): causal, and a token after the prefix sees the prefix and its own
+    example's tokens only; a padding position sees itself (no empty softmax row).
+    ``max_length`` cuts each example as ``splice_batch`` would cut it alone.
+    """
+    rows = [_shared_row(group, video_token_id, max_length) for group in groups]
+    batch = _pad_rows(rows, pad_token_id, "right")
+    length = batch["input_ids"].shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    mask = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1, 1)
+    for index, row in enumerate(rows):
+        size = len(row["ids"])
+        example = torch.as_tensor(row["example"])
+        sees = (example[None, :] == -1) | (example[None, :] == example[:, None])
+        mask[index, 0, :size, :size] = sees & causal[:size, :size]
+        batch["position_ids"][index, :size] = torch.as_tensor(row["positions"])
+    batch["attention_mask"] = mask
+    return batch
+
+
+def _shared_row(group: list[SpliceItem], video_token_id: int, max_length: int | None) -> dict[str, np.ndarray]:
+    """A group's items as one unpadded row: the first item whole, the others after the shared
+    prefix; ``positions`` are each item's own, ``example`` is -1 on the prefix, else the item."""
+    if not group:
+        raise ValueError("a group of items that share a clip must not be empty")
+    parts = [_splice_one(item, video_token_id) for item in group]
+    if max_length is not None:
+        parts = [{key: value[:max_length] for key, value in part.items()} for part in parts]
+    at = group[0].prompt_ids.index(video_token_id)
+    prefix = at + group[0].num_visual
+    shared = (group[0].prompt_ids[: at + 1], group[0].num_visual)
+    for item in group[1:]:
+        if (item.prompt_ids[: at + 1], item.num_visual) != shared:
+            raise ValueError("items that share a row must have the same prompt up to <video> and the same num_visual")
+    for target, mask in (("loc", "loc_mask"), ("traj", "traj_mask")):
+        having = next((part for part in parts if target in part), None)
+        for part in parts:
+            if having is not None and target not in part:
+                part[target] = np.zeros((len(part["ids"]), *having[target].shape[1:]), np.float32)
+                part[mask] = np.zeros((len(part["ids"]), *having[mask].shape[1:]), bool)
+    starts = [0] + [min(prefix, len(part["ids"])) for part in parts[1:]]
+    row = {key: np.concatenate([part[key][start:] for part, start in zip(parts, starts)]) for key in parts[0]}
+    row["positions"] = np.concatenate([np.arange(start, len(part["ids"])) for part, start in zip(parts, starts)])
+    row["example"] = np.concatenate([np.full(len(part["ids"]) - start, index) for index, (part, start) in enumerate(zip(parts, starts))])
+    row["example"][: min(prefix, len(parts[0]["ids"]))] = -1
+    return row
+
+
+def _pad_rows(rows: list[dict[str, np.ndarray]], pad_token_id: int, padding_side: str) -> dict[str, torch.Tensor]:
+    """Rows of ``_splice_one`` as padded batch tensors (2-D attention mask, position ids 0, 1, …)."""
     length = max(len(row["ids"]) for row in rows)
     shape_of = {key: next(row[key].shape[1:] for row in rows if key in row) for key in ("loc", "traj") if any(key in row for row in rows)}
     if "traj" in shape_of and any("traj" in row and row["traj"].shape[1:] != shape_of["traj"] for row in rows):

@@ -15,9 +15,12 @@ import pytest
 import yaml
 
 from pite_ros.model import PiteForConditionalGeneration
+from pite_ros.model import load_config as load_model_config
 from training.recipes.numerics import pinned_numerics
 from training.synth import generate
 from training.train import main as train_main
+from training.trainer.config import load_config
+from training.trainer.data import build_training_set, clip_groups
 from training.trainer.metrics_log import MetricsLog
 
 STAGE_DATA = {
@@ -63,6 +66,19 @@ def test_the_stages_run_end_to_end(workdir: Path) -> None:
         model = str(out / "final")
     final = PiteForConditionalGeneration.from_pretrained(model)
     assert final.config.stage == 3
+
+
+def test_shared_clip_rows_train_stage_3_with_each_videos_examples_in_one_group(workdir: Path) -> None:
+    config_path = write_config(workdir, 3, "tiny", "shared", share_clips=True)
+    config, model_config = load_config(config_path), load_model_config("tiny")
+    dataset, _ = build_training_set(config, model_config.image_size, model_config.num_frames, model_config.num_points)
+    groups = clip_groups(dataset)
+    videos = [dataset[index].id.split("_")[1] for index in range(len(dataset))]  # train_v000003_g1 -> v000003
+    assert len(set(groups)) == len(set(videos)) == 10 and len(dataset) > 30
+    assert all((groups[i] == groups[j]) == (videos[i] == videos[j]) for i in range(len(groups)) for j in range(i))
+    assert train_main(["--stage", "3", "--config", str(config_path), "--no-progress"]) == 0
+    rows = MetricsLog.read(workdir / "shared" / "metrics.jsonl")
+    assert [row["step"] for row in rows] == [1, 2, 3, 4] and all(row["loss"] > 0 for row in rows)
 
 
 def test_a_bad_config_stops_with_the_field_named(workdir: Path, capsys: pytest.CaptureFixture) -> None:

@@ -30,6 +30,9 @@ def test_config_resolves_paths_and_names_bad_fields(tmp_path: Path) -> None:
         "format": ({**BASE, "data": [{"format": "mp4", "path": "x"}]}, "data[0].format 'mp4'"),
         "bool": ({**BASE, "max_steps": True}, "'max_steps' must be"),
         "frame_cache_mb": ({**BASE, "frame_cache_mb": -1}, "'frame_cache_mb' must be >= 0"),
+        "share_clips": ({**BASE, "share_clips": "yes"}, "'share_clips' must be true or false"),
+        "share_clips at stage 0": ({**BASE, "stage": 0, "data": [{"format": "localized_narratives", "path": "s1"}],
+                                    "share_clips": True}, "'share_clips': stage 0"),
     }
     for name, (raw, message) in cases.items():
         with pytest.raises(ConfigError, match=re.escape(message)):
@@ -49,6 +52,21 @@ def test_batches_are_a_function_of_seed_and_index_across_epochs() -> None:
     assert [next(resumed), next(resumed)] == first_six[4:6]
     other_seed = ResumableBatchSampler(dataset_size=5, batch_size=3, seed=12)
     assert [other_seed.batch(i) for i in range(4)] != first_six[:4]
+
+
+def test_grouped_batches_keep_each_group_together_and_resume() -> None:
+    groups = [0, 0, 1, 2, 2, 2, 1]  # group 1's indices are not next to each other
+    sampler = ResumableBatchSampler(dataset_size=7, batch_size=3, seed=5, groups=groups)
+    flat = [i for k in range(7) for i in sampler.batch(k)]
+    for epoch in (flat[:7], flat[7:14], flat[14:]):
+        assert sorted(epoch) == list(range(7))
+        runs = [groups[i] for i in epoch]
+        assert [g for k, g in enumerate(runs) if k == 0 or runs[k - 1] != g] == sorted(set(runs), key=runs.index)
+    assert flat[:7] != flat[7:14]  # each epoch draws its own order of the groups
+    resumed = ResumableBatchSampler(dataset_size=7, batch_size=3, seed=5, start_batch=3, groups=groups)
+    assert next(iter(resumed)) == flat[9:12]
+    with pytest.raises(ValueError, match="one group id per index"):
+        ResumableBatchSampler(dataset_size=6, batch_size=3, seed=5, groups=groups)
 
 
 def _model_and_optimizer(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

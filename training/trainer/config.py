@@ -56,6 +56,7 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)  # PiteConfig fields, e.g. coord_weight, lora_r
     max_examples: int | None = None  # cap per data file (quick runs)
     frame_cache_mb: int = 0  # decoded frames kept in memory across epochs (0: decode every time)
+    share_clips: bool = False  # batches drawn clip by clip, a clip's examples in one row (splice_shared)
     source: str = ""  # the file this config came from (set by the loader)
 
     def resolve(self, path: str) -> Path:
@@ -106,6 +107,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
             raise ConfigError(f"{source}: field '{name}' must be at least 1, got {raw[name]}")
     if raw.get("frame_cache_mb", 0) < 0:
         raise ConfigError(f"{source}: field 'frame_cache_mb' must be >= 0, got {raw['frame_cache_mb']}")
+    if not isinstance(raw.get("share_clips", False), bool):
+        raise ConfigError(f"{source}: field 'share_clips' must be true or false, got {raw['share_clips']!r}")
+    if raw.get("share_clips") and raw["stage"] == 0:
+        raise ConfigError(f"{source}: field 'share_clips': stage 0 scores the tower alone, it has no rows to share")
     if not isinstance(raw.get("model_overrides", {}), dict):
         raise ConfigError(f"{source}: field 'model_overrides' must be a mapping of model config fields")
     if raw.get("mixed_precision", "auto") not in ("no", "bf16", "auto"):

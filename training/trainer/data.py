@@ -92,3 +92,18 @@ def build_training_set(
     if not parts:
         raise ConfigError(f"{config.source}: no usable examples in the data files ({report.summary()})")
     return PointSubset(ConcatDataset(parts), num_points), report
+
+
+def clip_groups(dataset: Dataset) -> list[int]:
+    """A group id per index of ``build_training_set``'s dataset: the same id for the examples
+    that read the same frames (media, window and frame count), whichever file they come from.
+    The grouped sampler keeps them together so that ``share_clips`` rows can share them."""
+    ids: dict[tuple, int] = {}
+    groups = []
+    parts = dataset.data.datasets if isinstance(dataset, PointSubset) else [dataset]
+    for part in parts:
+        reader, indices = (part.dataset, part.indices) if isinstance(part, Subset) else (part, range(len(part)))
+        for index in indices:
+            item = reader.items[index][1]
+            groups.append(ids.setdefault((str(item.media), item.window, item.frames), len(ids)))
+    return groups

@@ -23,6 +23,7 @@ from transformers import get_cosine_schedule_with_warmup
 from training.trainer.build import build_model_for_stage, build_training_set, stage_loss_kwargs
 from training.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.trainer.config import TrainConfig
+from training.trainer.data import clip_groups
 from training.trainer.metrics_log import MetricsLog, plot_loss_curve
 from training.trainer.sampler import ResumableBatchSampler
 
@@ -69,8 +70,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     elif resume:
         log.info("no checkpoint under %s: starting from step 0", checkpoints)
 
-    sampler = ResumableBatchSampler(len(dataset), config.batch_size, config.seed, start_batch=start * config.grad_accum)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=processor, num_workers=config.num_workers)
+    groups = clip_groups(dataset) if config.share_clips else None
+    sampler = ResumableBatchSampler(len(dataset), config.batch_size, config.seed, start_batch=start * config.grad_accum,
+                                    groups=groups)
+    collate = processor.shared_clip_batch if config.share_clips else processor
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     metrics = MetricsLog(output / "metrics.jsonl", resume_step=start)
     loss_kwargs = stage_loss_kwargs(config)

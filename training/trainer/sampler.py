@@ -2,12 +2,15 @@
 
 Batch ``k`` is a pure function of ``(seed, k)``: epoch ``e`` is a fresh permutation drawn
 from ``seed + e``, so a resumed run needs only the step count to continue with exactly the
-batches an uninterrupted run would have seen (no sampler state in the checkpoint).
+batches an uninterrupted run would have seen (no sampler state in the checkpoint). With
+``groups`` (a group id per index, e.g. the clip of each example) the permutation is of the
+groups, each group's indices kept together in their order, so a batch holds whole groups
+(and the ends of the groups at its edges).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -16,7 +19,9 @@ from torch.utils.data import Sampler
 class ResumableBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices for batches ``start_batch, start_batch + 1, ...`` forever."""
 
-    def __init__(self, dataset_size: int, batch_size: int, seed: int, start_batch: int = 0) -> None:
+    def __init__(
+        self, dataset_size: int, batch_size: int, seed: int, start_batch: int = 0, groups: Sequence[int] | None = None
+    ) -> None:
         if dataset_size <= 0:
             raise ValueError("the training set is empty: nothing to sample")
         if batch_size <= 0:
@@ -25,9 +30,22 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.batch_size = batch_size
         self.seed = seed
         self.start_batch = start_batch
+        self.groups = None if groups is None else np.asarray(groups)
+        if self.groups is not None and self.groups.shape != (dataset_size,):
+            raise ValueError(f"groups must give one group id per index: {self.groups.shape} for {dataset_size} indices")
+        self._epoch: tuple[int, np.ndarray] | None = None
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng(self.seed + epoch).permutation(self.dataset_size)
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng(self.seed + epoch)
+            if self.groups is None:
+                order = rng.permutation(self.dataset_size)
+            else:
+                names, group_of = np.unique(self.groups, return_inverse=True)
+                rank = rng.permutation(len(names))
+                order = np.argsort(rank[group_of], kind="stable")
+            self._epoch = (epoch, order)
+        return self._epoch[1]
 
     def batch(self, index: int) -> list[int]:
         """Indices of batch ``index`` (batches may span an epoch boundary)."""
