@@ -21,7 +21,8 @@ Steps (each skipped when its output is already complete, so an interrupted build
    the figures of steps 3-5.
 
 Training and evaluation run with pinned CPU numerics (``training.recipes.numerics``), so the
-seeds give the same weights on every x86 host with AVX2; ``training.json`` records the pins.
+seeds give the same weights run after run on a host, and are meant to across x86 hosts with
+AVX2 (measured once not to: the card); ``training.json`` records the pins.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pinned CPU numerics, so that a recipe's seed gives the same weights on every x86 host.
+"""Pinned CPU numerics, meant to let a recipe's seed give the same weights on every x86 host.
 
 The same seed on the same code gives bit-identical weights on one host, but not across
 hosts: PyTorch dispatches its kernels by the CPU's instruction set (AVX2 / AVX-512), MKL picks
@@ -10,7 +10,9 @@ setting). The recipe's subprocesses therefore run with the libraries' own pins: 
 oneDNN's AVX2 kernels, MKL's conditional numerical reproducibility on its AVX2 branch, two
 threads. On the 2-core AVX2 host it was measured on that cost about 5 % of a step over 20
 steps and nothing measurable over the default stage 1's 1200 (median 0.72 s against 0.76 s);
-an AVX-512 host gives up its wider kernels.
+an AVX-512 host gives up its wider kernels. Across hosts this is not enough: a rebuild of
+the default model's stages 0 and 1 with these pins on later hosts (one an AMD EPYC) ended at
+other losses and bytes (its model card), from data generated there.
 """
 
 from __future__ import annotations
