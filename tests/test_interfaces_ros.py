@@ -56,6 +56,21 @@ def spin_until(executor: SingleThreadedExecutor, done, timeout: float = TIMEOUT)
         executor.spin_once(timeout_sec=0.1)
 
 
+def call_until_answered(executor: SingleThreadedExecutor, client, request, attempt_seconds: float = 5.0):
+    """The service's response, calling again while none comes: a client is "ready" once it
+    sees the server's request reader, and a request sent before the server has seen the
+    client's response reader is answered into the void (a DDS discovery race of ROS 2)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        future = client.call_async(request)
+        try:
+            spin_until(executor, future.done, timeout=attempt_seconds)
+            return future.result()
+        except AssertionError:
+            client.remove_pending_request(future)
+            assert time.monotonic() < deadline, "timed out waiting over ROS"
+
+
 def test_track_array_arrives_intact_in_another_process(ros_node) -> None:
     node, executor = ros_node
     received: list[TrackArray] = []
@@ -78,9 +93,8 @@ def test_query_service_and_action_with_feedback_and_cancel(ros_node) -> None:
     try:
         client = node.create_client(Query, ros_peer.SERVICE)
         spin_until(executor, lambda: client.service_is_ready())
-        future = client.call_async(Query.Request(question="where is the red circle?", return_tracks=True))
-        spin_until(executor, future.done)
-        response = future.result()
+        response = call_until_answered(executor, client, Query.Request(question="where is the red circle?",
+                                                                         return_tracks=True))
         assert response.success and response.answer.text == "you asked: where is the red circle?"
         assert response.answer.header == ros_peer.expected_track_array().header
         assert len(response.answer.tracks) == 2 and response.answer.segments[0].text == response.answer.text
