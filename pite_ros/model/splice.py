@@ -67,9 +67,7 @@ def splice_batch(
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    rows = [_splice_one(item, video_token_id) for item in items]
-    if max_length is not None:
-        rows = [{key: value[:max_length] for key, value in row.items()} for row in rows]
+    rows = [_splice_one(item, video_token_id, max_length) for item in items]
     return _pad_rows(rows, pad_token_id, padding_side)
 
 
@@ -108,9 +106,7 @@ def _shared_row(group: list[SpliceItem], video_token_id: int, max_length: int | 
     prefix; ``positions`` are each item's own, ``example`` is -1 on the prefix, else the item."""
     if not group:
         raise ValueError("a group of items that share a clip must not be empty")
-    parts = [_splice_one(item, video_token_id) for item in group]
-    if max_length is not None:
-        parts = [{key: value[:max_length] for key, value in part.items()} for part in parts]
+    parts = [_splice_one(item, video_token_id, max_length) for item in group]
     at = group[0].prompt_ids.index(video_token_id)
     prefix = at + group[0].num_visual
     shared = (group[0].prompt_ids[: at + 1], group[0].num_visual)
@@ -164,8 +160,9 @@ def _pad_rows(rows: list[dict[str, np.ndarray]], pad_token_id: int, padding_side
     return batch
 
 
-def _splice_one(item: SpliceItem, video_token_id: int) -> dict[str, np.ndarray]:
-    """One row's ids, labels and targets, unpadded (targets zero outside the answer)."""
+def _splice_one(item: SpliceItem, video_token_id: int, max_length: int | None = None) -> dict[str, np.ndarray]:
+    """One row's ids, labels and targets, unpadded (targets zero outside the answer), cut to
+    ``max_length`` tokens when given."""
     if item.prompt_ids.count(video_token_id) != 1:
         raise ValueError(f"a prompt must hold exactly one video token (id {video_token_id}), got {item.prompt_ids.count(video_token_id)}")
     if item.num_visual < 1:
@@ -186,4 +183,6 @@ def _splice_one(item: SpliceItem, video_token_id: int) -> dict[str, np.ndarray]:
             raise ValueError(f"{target} targets of shape {values.shape} / mask {valid.shape} do not fit {answers} answer tokens")
         row[target] = np.concatenate([np.zeros((len(prompt), *tail), np.float32), values.astype(np.float32)])
         row[mask] = np.concatenate([np.zeros((len(prompt), *tail[:-1]), bool), valid.astype(bool)])
+    if max_length is not None:
+        row = {key: value[:max_length] for key, value in row.items()}
     return row

@@ -30,20 +30,22 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.batch_size = batch_size
         self.seed = seed
         self.start_batch = start_batch
-        self.groups = None if groups is None else np.asarray(groups)
-        if self.groups is not None and self.groups.shape != (dataset_size,):
-            raise ValueError(f"groups must give one group id per index: {self.groups.shape} for {dataset_size} indices")
+        self._group_of: np.ndarray | None = None  # each index's group, numbered 0..G-1
+        if groups is not None:
+            ids = np.asarray(groups)
+            if ids.shape != (dataset_size,):
+                raise ValueError(f"groups must give one group id per index: {ids.shape} for {dataset_size} indices")
+            self._group_of = np.unique(ids, return_inverse=True)[1].reshape(-1)
         self._epoch: tuple[int, np.ndarray] | None = None
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if self._epoch is None or self._epoch[0] != epoch:
             rng = np.random.default_rng(self.seed + epoch)
-            if self.groups is None:
+            if self._group_of is None:
                 order = rng.permutation(self.dataset_size)
             else:
-                names, group_of = np.unique(self.groups, return_inverse=True)
-                rank = rng.permutation(len(names))
-                order = np.argsort(rank[group_of], kind="stable")
+                rank = rng.permutation(int(self._group_of.max()) + 1)
+                order = np.argsort(rank[self._group_of], kind="stable")
             self._epoch = (epoch, order)
         return self._epoch[1]
 
