@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,10 @@ def test_shared_clip_rows_train_stage_3_with_each_videos_examples_in_one_group(w
     videos = [dataset[index].id.split("_")[1] for index in range(len(dataset))]  # train_v000003_g1 -> v000003
     assert len(set(groups)) == len(set(videos)) == 10 and len(dataset) > 30
     assert all((groups[i] == groups[j]) == (videos[i] == videos[j]) for i in range(len(groups)) for j in range(i))
+    capped = clip_groups(dataset, max_examples=2)  # each clip's examples in pairs (an odd count leaves one alone)
+    sizes = Counter(capped)
+    assert max(sizes.values()) == 2 and len(sizes) == sum((videos.count(v) + 1) // 2 for v in set(videos))
+    assert all(groups[i] == groups[j] for i in range(len(capped)) for j in range(i) if capped[i] == capped[j])
     assert train_main(["--stage", "3", "--config", str(config_path), "--no-progress"]) == 0
     rows = MetricsLog.read(workdir / "shared" / "metrics.jsonl")
     assert [row["step"] for row in rows] == [1, 2, 3, 4] and all(row["loss"] > 0 for row in rows)

@@ -33,6 +33,9 @@ def test_config_resolves_paths_and_names_bad_fields(tmp_path: Path) -> None:
         "share_clips": ({**BASE, "share_clips": "yes"}, "'share_clips' must be true or false"),
         "share_clips at stage 0": ({**BASE, "stage": 0, "data": [{"format": "localized_narratives", "path": "s1"}],
                                     "share_clips": True}, "'share_clips': stage 0"),
+        "share_clips_max_examples": ({**BASE, "share_clips": True, "share_clips_max_examples": -2},
+                                     "'share_clips_max_examples' must be >= 0"),
+        "share_clips_max_examples alone": ({**BASE, "share_clips_max_examples": 4}, "needs 'share_clips: true'"),
     }
     for name, (raw, message) in cases.items():
         with pytest.raises(ConfigError, match=re.escape(message)):

@@ -57,6 +57,7 @@ class TrainConfig:
     max_examples: int | None = None  # cap per data file (quick runs)
     frame_cache_mb: int = 0  # decoded frames kept in memory across epochs (0: decode every time)
     share_clips: bool = False  # batches drawn clip by clip, a clip's examples in one row (splice_shared)
+    share_clips_max_examples: int = 0  # with share_clips: at most this many of a clip's examples together (0: all)
     source: str = ""  # the file this config came from (set by the loader)
 
     def resolve(self, path: str) -> Path:
@@ -98,6 +99,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
         specs.append(DataSpec(format=item["format"], path=str(item["path"])))
     numbers = {"seed": int, "max_steps": int, "batch_size": int, "grad_accum": int, "warmup_steps": int,
                "save_every": int, "keep_checkpoints": int, "num_workers": int, "frame_cache_mb": int,
+               "share_clips_max_examples": int,
                "learning_rate": (int, float), "weight_decay": (int, float), "max_grad_norm": (int, float)}
     for name, expected in numbers.items():
         if name in raw:
@@ -111,6 +113,11 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
         raise ConfigError(f"{source}: field 'share_clips' must be true or false, got {raw['share_clips']!r}")
     if raw.get("share_clips") and raw["stage"] == 0:
         raise ConfigError(f"{source}: field 'share_clips': stage 0 scores the tower alone, it has no rows to share")
+    if raw.get("share_clips_max_examples", 0) < 0:
+        raise ConfigError(f"{source}: field 'share_clips_max_examples' must be >= 0, "
+                          f"got {raw['share_clips_max_examples']}")
+    if raw.get("share_clips_max_examples") and not raw.get("share_clips"):
+        raise ConfigError(f"{source}: field 'share_clips_max_examples' needs 'share_clips: true'")
     if not isinstance(raw.get("model_overrides", {}), dict):
         raise ConfigError(f"{source}: field 'model_overrides' must be a mapping of model config fields")
     if raw.get("mixed_precision", "auto") not in ("no", "bf16", "auto"):

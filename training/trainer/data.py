@@ -94,16 +94,21 @@ def build_training_set(
     return PointSubset(ConcatDataset(parts), num_points), report
 
 
-def clip_groups(dataset: Dataset) -> list[int]:
+def clip_groups(dataset: Dataset, max_examples: int = 0) -> list[int]:
     """A group id per index of ``build_training_set``'s dataset: the same id for the examples
     that read the same frames (media, window and frame count), whichever file they come from.
-    The grouped sampler keeps them together so that ``share_clips`` rows can share them."""
+    The grouped sampler keeps them together so that ``share_clips`` rows can share them.
+    ``max_examples`` > 0 splits a clip's examples, in index order, into groups of at most that
+    many: more clips meet in a batch (a less correlated gradient), each shared by fewer rows."""
     ids: dict[tuple, int] = {}
+    seen: dict[tuple, int] = {}
     groups = []
     parts = dataset.data.datasets if isinstance(dataset, PointSubset) else [dataset]
     for part in parts:
         reader, indices = (part.dataset, part.indices) if isinstance(part, Subset) else (part, range(len(part)))
         for index in indices:
             item = reader.items[index][1]
-            groups.append(ids.setdefault((str(item.media), item.window, item.frames), len(ids)))
+            clip = (str(item.media), item.window, item.frames)
+            rank = seen[clip] = seen.get(clip, -1) + 1
+            groups.append(ids.setdefault((clip, rank // max_examples if max_examples else 0), len(ids)))
     return groups

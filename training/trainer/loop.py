@@ -70,7 +70,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     elif resume:
         log.info("no checkpoint under %s: starting from step 0", checkpoints)
 
-    groups = clip_groups(dataset) if config.share_clips else None
+    groups = clip_groups(dataset, config.share_clips_max_examples) if config.share_clips else None
     sampler = ResumableBatchSampler(len(dataset), config.batch_size, config.seed, start_batch=start * config.grad_accum,
                                     groups=groups)
     collate = processor.shared_clip_batch if config.share_clips else processor
