@@ -107,15 +107,13 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
     for name in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_checkpoints"):
         if name in raw and raw[name] < 1:
             raise ConfigError(f"{source}: field '{name}' must be at least 1, got {raw[name]}")
-    if raw.get("frame_cache_mb", 0) < 0:
-        raise ConfigError(f"{source}: field 'frame_cache_mb' must be >= 0, got {raw['frame_cache_mb']}")
+    for name in ("frame_cache_mb", "share_clips_max_examples"):
+        if raw.get(name, 0) < 0:
+            raise ConfigError(f"{source}: field '{name}' must be >= 0, got {raw[name]}")
     if not isinstance(raw.get("share_clips", False), bool):
         raise ConfigError(f"{source}: field 'share_clips' must be true or false, got {raw['share_clips']!r}")
     if raw.get("share_clips") and raw["stage"] == 0:
         raise ConfigError(f"{source}: field 'share_clips': stage 0 scores the tower alone, it has no rows to share")
-    if raw.get("share_clips_max_examples", 0) < 0:
-        raise ConfigError(f"{source}: field 'share_clips_max_examples' must be >= 0, "
-                          f"got {raw['share_clips_max_examples']}")
     if raw.get("share_clips_max_examples") and not raw.get("share_clips"):
         raise ConfigError(f"{source}: field 'share_clips_max_examples' needs 'share_clips: true'")
     if not isinstance(raw.get("model_overrides", {}), dict):
