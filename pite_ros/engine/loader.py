@@ -18,15 +18,24 @@ def default_model_dir() -> Path:
     return DEFAULT_MODEL_DIR
 
 
-def load_engine(kind: str, path: str | Path | None = None, *, providers: str = "", num_threads: int = 0) -> Engine:
-    """``kind`` "torch" (a checkpoint dir) or "onnx" (a ``pite-export`` dir); None = the default model."""
+def load_engine(
+    kind: str,
+    path: str | Path | None = None,
+    *,
+    providers: str = "",
+    num_threads: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> Engine:
+    """``kind`` "torch" (a checkpoint dir, on ``device`` in ``dtype``) or "onnx" (a ``pite-export``
+    dir on ``providers``; its variant folder, e.g. ``fp16/``, sets the dtype); None = the default model."""
     model_dir = Path(path) if path else default_model_dir()
     if not model_dir.exists():
         raise EngineError(f"model_path {model_dir} does not exist")
     if kind == "torch":
         from pite_ros.engine.torch_engine import TorchEngine
 
-        return TorchEngine(model_dir, num_threads=num_threads)
+        return TorchEngine(model_dir, device=device, dtype=dtype, num_threads=num_threads)
     if kind == "onnx":
         from pite_ros.engine.onnx_engine import OnnxEngine
 

@@ -46,6 +46,17 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+# The string fields checked on every config (the Literal annotations are not enforced by HF).
+_CHOICES = {
+    "time_token_init": ("random", "ordinal"),
+    "time_token_decoding": ("argmax", "median"),
+    "trajectory_loss_points": ("visible", "all"),
+    "trajectory_readout": ("projector", "soft_argmax"),
+    "coordinate_activation": ("sigmoid", "identity"),
+    "prompt_format": ("vicuna_v1", "chat_template"),
+}
+
+
 class ConfigError(ValueError):
     """A config name, file or value is not usable; the message names it."""
 
@@ -78,6 +89,13 @@ class PiteConfig(PreTrainedConfig):
       distribution over ``<0>..<M>``, ``pite_ros.model.generation.choose_tokens``): a
       deviation, because the bins are an ordered axis and the median is the boundary with the
       least expected error in seconds where the mode can sit on a far, narrow peak.
+    - ``coordinate_activation``: what maps the projectors' outputs to coordinates: "sigmoid"
+      (into [0, 1] like the normalised targets; this project's models) or "identity" (the raw
+      Linear output, as the PiTe authors' ``pite.py``, whose imported weights were trained so;
+      ``project`` then clamps to [0, 1] outside training so consumers always get frame points).
+    - ``prompt_format``: "vicuna_v1" (``USER: <video>\n{question} ASSISTANT:`` after
+      ``system_prompt`` when set: the authors' ``conv_templates["v1"]``) or "chat_template"
+      (the LLM tokenizer's own chat template, for chat LLMs that ship one), ``pite_ros.model.prompt``.
     - ``coord_weight`` λ of the L1 terms; ``label_smoothing`` of the stage-3 CE.
     - ``trajectory_loss_points``: which points of a phrase's trajectory the L1 scores:
       "visible" (those the tracker marks visible: a real tracker's hidden positions are
@@ -118,6 +136,9 @@ class PiteConfig(PreTrainedConfig):
     time_token_decoding: Literal["argmax", "median"] = "argmax"
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
+    coordinate_activation: Literal["sigmoid", "identity"] = "sigmoid"
+    prompt_format: Literal["vicuna_v1", "chat_template"] = "vicuna_v1"
+    system_prompt: str = ""
     coord_weight: float = 1.0
     label_smoothing: float = 0.1
     trajectory_loss_points: Literal["visible", "all"] = "visible"
@@ -145,17 +166,9 @@ class PiteConfig(PreTrainedConfig):
         for name in ("num_frames", "num_points", "num_time_bins", "lora_r", "max_new_tokens", "readout_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"PiteConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.time_token_init not in ("random", "ordinal"):
-            raise ConfigError(f"PiteConfig.time_token_init must be 'random' or 'ordinal', got {self.time_token_init!r}")
-        if self.time_token_decoding not in ("argmax", "median"):
-            raise ConfigError(f"PiteConfig.time_token_decoding must be 'argmax' or 'median', "
-                              f"got {self.time_token_decoding!r}")
-        if self.trajectory_loss_points not in ("visible", "all"):
-            raise ConfigError(f"PiteConfig.trajectory_loss_points must be 'visible' or 'all', "
-                              f"got {self.trajectory_loss_points!r}")
-        if self.trajectory_readout not in ("projector", "soft_argmax"):
-            raise ConfigError(f"PiteConfig.trajectory_readout must be 'projector' or 'soft_argmax', "
-                              f"got {self.trajectory_readout!r}")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"PiteConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         if self.reads_patch_tokens and self.visual_encoding != "pite":
             raise ConfigError("PiteConfig.trajectory_readout='soft_argmax' reads the PiTe vision tower's patch "
                               "tokens: it needs visual_encoding='pite'")

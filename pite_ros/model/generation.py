@@ -12,7 +12,7 @@ the same ``AnswerResult`` for the same logits and hidden states.
 Clips are encoded once, spliced into left-padded prompts and run through the decoder; each
 step appends the argmax token of every unfinished row (``choose_tokens``: with the config's
 ``time_token_decoding="median"`` a temporal token is replaced by the median bin of the
-distribution over ``<0>..<M>``). A row stops at ``</s>``; all stop at ``max_new_tokens`` or
+distribution over ``<0>..<M>``). A row stops at the LLM's end token (``stop_token_ids``); all stop at ``max_new_tokens`` or
 when ``on_token`` returns False (single clip only).
 
 Trajectories: the hidden state that predicted a token also predicts its coordinates (the
@@ -186,18 +186,18 @@ def generate(
     hiddens: list[list[np.ndarray]] = [[] for _ in range(batch)]
     probabilities: list[list[float]] = [[] for _ in range(batch)]
     done = np.zeros(batch, dtype=bool)
-    eos = tokenizer.eos_token_id
+    stops = stop_token_ids(backend.config, tokenizer)
     time_ids = np.asarray(backend.config.time_token_ids()) if backend.config.time_token_decoding == "median" else None
     for _ in range(limit):
         chosen = choose_tokens(step.logits, time_ids)
         chosen_probability = _probability(step.logits, chosen)
         for row in range(batch):
-            if done[row] or chosen[row] == eos:
+            if done[row] or chosen[row] in stops:
                 continue
             tokens[row].append(int(chosen[row]))
             hiddens[row].append(step.hidden[row])
             probabilities[row].append(float(chosen_probability[row]))
-        done |= chosen == eos
+        done |= np.isin(chosen, stops)
         if on_token is not None and not done[0]:
             if not on_token(tokens[0][-1], tokenizer.decode(tokens[0], skip_special_tokens=True)):
                 break
@@ -210,6 +210,14 @@ def generate(
                 lambda hidden, row=row: backend.trajectory(hidden, visual, row))
         for row in range(batch)
     ]
+
+
+def stop_token_ids(config: PiteConfig, tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
+    """The ids that end an answer: the tokenizer's EOS and the LLM config's own EOS id(s) (a chat
+    LLM may end its turn with another token than its end of text, e.g. Llama 3's ``<|eot_id|>``)."""
+    ids = config.text_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    return np.unique(np.asarray([tokenizer.eos_token_id, *ids], dtype=np.int64))
 
 
 def start(

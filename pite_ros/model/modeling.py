@@ -5,7 +5,8 @@ CLS feature goes through the adapter μ into the LLM's embedding space (one visu
 frame, ``z ∈ R^{N×d}``); the LLM reads ``z`` and the text; on the same last hidden state h_i,
 the vocabulary head gives the next token, the localization projector φ a point (x, y) and
 the trajectory projector N frames × P points × (x, y). Projector outputs go through a
-sigmoid so they lie in [0, 1] like the normalised targets. With ``trajectory_readout:
+sigmoid so they lie in [0, 1] like the normalised targets (or are used raw, as the authors'
+weights were trained: ``coordinate_activation``). With ``trajectory_readout:
 soft_argmax`` both heads instead read the point from the vision tower's patch tokens
 (``pite_ros.model.readout``, a deviation explained there), so they need the clip's patches.
 
@@ -217,9 +218,16 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             rows = trajectory_rows(patch_tokens.shape[1], config.num_frames).to(patch_tokens.device)
             loc = self.loc_projector(hidden, patch_tokens[:, :1])[..., 0, 0, :]
             return loc, self.traj_projector(hidden, patch_tokens.index_select(1, rows))
-        loc = torch.sigmoid(self.loc_projector(hidden))
-        traj = torch.sigmoid(self.traj_projector(hidden))
+        loc, traj = self._coordinates(self.loc_projector(hidden)), self._coordinates(self.traj_projector(hidden))
         return loc, traj.unflatten(-1, (config.num_frames, config.num_points, 2))
+
+    def _coordinates(self, raw: torch.Tensor) -> torch.Tensor:
+        """A projector's raw output as coordinates (``config.coordinate_activation``): the sigmoid,
+        or the raw value (the PiTe authors' heads), clamped to [0, 1] outside training so that
+        every consumer gets points on the frame while the L1 still sees the raw value."""
+        if self.config.coordinate_activation == "sigmoid":
+            return torch.sigmoid(raw)
+        return raw if self.training else raw.clamp(0.0, 1.0)
 
     def project_where(
         self, hidden: torch.Tensor, patch_tokens: torch.Tensor | None, where: torch.Tensor

@@ -76,7 +76,7 @@ class PiteProcessor:
 
     def splice_item(self, example: Example) -> SpliceItem:
         """One example's prompt, answer and per-answer-token coordinate targets."""
-        prompt = encode_prompt(self.tokenizer, example.prompt)
+        prompt = encode_prompt(self.tokenizer, example.prompt, self.config)
         answer, offsets = encode_answer(self.tokenizer, example.response)
         item = SpliceItem(prompt, self.num_visual_tokens(len(example.frames)), answer)
         if example.points:
@@ -107,7 +107,7 @@ class PiteProcessor:
     def prompt_batch(self, questions: Sequence[str], frame_counts: Sequence[int]) -> dict[str, torch.Tensor]:
         """Left-padded prompts for generation (no answer): ``input_ids``, ``attention_mask``, ``position_ids``."""
         items = [
-            SpliceItem(encode_prompt(self.tokenizer, question), self.num_visual_tokens(count), [])
+            SpliceItem(encode_prompt(self.tokenizer, question, self.config), self.num_visual_tokens(count), [])
             for question, count in zip(questions, frame_counts, strict=True)
         ]
         batch = self._splice(items, "left")

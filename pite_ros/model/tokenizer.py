@@ -10,9 +10,9 @@ temporal tokens ``<0>..<M>`` (REFERENCE.md, "Unified temporal tokens"). Decoding
 words with spaces, attaches ``. , ? ! : ; )`` to the word before them and ``(`` to the word
 after it ("(b) blue."); it does not restore case (the vocabulary is lower case).
 
-A pretrained tokenizer (e.g. Vicuna's) gets the same PiTe tokens from ``add_pite_tokens``,
-which also grows the LM's embeddings and head, new rows set to the mean of the old ones
-(as Grounded-VideoLLM's ``reset_embeddings``).
+A pretrained tokenizer (e.g. Vicuna's) gets the same PiTe tokens from ``add_pite_tokens``
+(``extend_tokenizer``), which also fits the LM's embeddings and head (``fit_embeddings``), new
+rows set to the mean of the old ones (as Grounded-VideoLLM's ``reset_embeddings``).
 """
 
 from __future__ import annotations
@@ -69,37 +69,41 @@ def build_tokenizer(words: Iterable[str], num_time_bins: int) -> PreTrainedToken
 
 
 def add_pite_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, num_time_bins: int) -> int:
-    """Add ``<video> <grounded> <sep>`` and ``<0>..<M>`` to a pretrained ``tokenizer`` and grow the
-    causal LM ``model``'s input embeddings and LM head to match; returns how many tokens were new.
+    """Add ``<video> <grounded> <sep>`` and ``<0>..<M>`` to a pretrained ``tokenizer`` and fit the
+    causal LM ``model``'s input embeddings and LM head to it (``fit_embeddings``); returns how
+    many tokens were new."""
+    new_ids = extend_tokenizer(tokenizer, num_time_bins)
+    fit_embeddings(model, new_ids, max(len(tokenizer), model.get_input_embeddings().weight.shape[0]))
+    return len(new_ids)
 
-    New rows are the mean of the old rows (Grounded-VideoLLM); a pad token is set to the unknown
-    token when the tokenizer has none (Vicuna).
-    """
-    before = len(tokenizer)
+
+def extend_tokenizer(tokenizer: PreTrainedTokenizerBase, num_time_bins: int) -> list[int]:
+    """Add ``<video> <grounded> <sep>`` and ``<0>..<M>`` (and a pad token, the unknown or else the
+    end token, when there is none, as for Vicuna); returns the ids of the tokens that are new."""
+    before = set(tokenizer.get_vocab().values())
     tokenizer.add_special_tokens({"additional_special_tokens": list(PITE_TOKENS)})
     tokenizer.add_tokens(temporal_vocabulary(num_time_bins))
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token
-    resize_embeddings_with_mean(model, len(tokenizer))
-    return len(tokenizer) - before
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    return sorted(set(tokenizer.get_vocab().values()) - before)
 
 
 @torch.no_grad()
-def resize_embeddings_with_mean(model: PreTrainedModel, new_size: int) -> None:
-    """Resize the input embeddings and the LM head of ``model`` to ``new_size`` rows; rows past
-    the old size are set to the mean of the old rows (each matrix its own mean)."""
-    embeddings = model.get_input_embeddings()
-    old_size = embeddings.weight.shape[0]
-    if new_size <= old_size:
-        return
-    means = [embeddings.weight.mean(dim=0)]
-    head = model.get_output_embeddings()
-    if head is not None:
-        means.append(head.weight.mean(dim=0))
-    model.resize_token_embeddings(new_size, mean_resizing=False)
-    model.get_input_embeddings().weight[old_size:] = means[0]
-    if head is not None:
-        model.get_output_embeddings().weight[old_size:] = means[1]
+def fit_embeddings(model: PreTrainedModel, new_ids: list[int], vocabulary: int) -> None:
+    """Untie the LM head from the input embeddings (their temporal rows train apart), grow both
+    to ``vocabulary`` rows, and set the rows of ``new_ids`` to the mean of the rows before them,
+    each matrix its own mean (Grounded-VideoLLM's ``reset_embeddings``). A tokenizer smaller
+    than a padded embedding matrix puts its new ids on unused rows, which get the mean too."""
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head.weight is embeddings.weight or getattr(model.config, "tie_word_embeddings", False):
+        head.weight = torch.nn.Parameter(embeddings.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+    first_new = min(new_ids) if new_ids else embeddings.weight.shape[0]
+    means = (embeddings.weight[:first_new].float().mean(0), head.weight[:first_new].float().mean(0))
+    if vocabulary > embeddings.weight.shape[0]:
+        model.resize_token_embeddings(vocabulary, mean_resizing=False)
+    for matrix, mean in zip((model.get_input_embeddings(), model.get_output_embeddings()), means, strict=True):
+        matrix.weight[new_ids] = mean.to(matrix.weight.dtype)
 
 
 def tokenizer_ids(tokenizer: PreTrainedTokenizerBase, num_time_bins: int) -> dict[str, int]:

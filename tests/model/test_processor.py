@@ -51,7 +51,7 @@ def test_all_points_scored_when_hidden_positions_are_known(model, tokenizer, vid
     tokens, keep = answer_tokens(batch, 0, tokenizer)
     scored = batch["traj_mask"][0][keep]
     assert [int(v.sum()) for v in scored] == [16 if t in ("a", "red", "circle") else 0 for t in tokens]
-    with pytest.raises(ConfigError, match="trajectory_loss_points must be 'visible' or 'all', got 'some'"):
+    with pytest.raises(ConfigError, match="trajectory_loss_points must be one of \\[.visible., .all.\\], got 'some'"):
         PiteConfig(trajectory_loss_points="some")
 
 

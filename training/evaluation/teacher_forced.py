@@ -64,7 +64,7 @@ def teacher_forced_trajectories(
     for row, example in enumerate(examples):
         # The one <video> id of the prompt becomes num_visual positions; the answer follows.
         visual = processor.num_visual_tokens(len(example.frames))
-        answer_start = len(encode_prompt(tokenizer, example.prompt)) - 1 + visual
+        answer_start = len(encode_prompt(tokenizer, example.prompt, model.config)) - 1 + visual
         _, offsets = encode_answer(tokenizer, example.response)
         tracks: list[np.ndarray | None] = []
         for span in example.trajectories:

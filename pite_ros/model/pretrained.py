@@ -1,0 +1,267 @@
+"""A PiTe model from pretrained parts: a CLIP vision tower and a LLaMA-family causal LM.
+
+What the papers start from (PiTe: CLIP ViT-L/14 and Vicuna-7B v1.5): ``init_from_pretrained``
+loads the tower and the LLM from local ``save_pretrained`` folders or Hub ids, takes their
+configs as the sub-configs and the tower's image processor's mean and std as the
+preprocessing, extends the LLM's own tokenizer with the PiTe tokens and ``<0>..<M>`` (new
+embedding and LM-head rows the mean of the pretrained ones, as Grounded-VideoLLM, or ordinal
+when ``time_token_init`` says so), and fills the PiTe parts (N, P, adapter μ, projectors,
+LoRA, losses) from a preset. The adapter and the projectors start newly initialised; the
+result is a stage-0 checkpoint that ``pite-train --stage 1`` starts from (the tower frozen
+in every stage, as PiTe freezes CLIP).
+
+Memory: both parts load in the dtype asked (``from_pretrained(dtype=...)``), the PiTe model
+is assembled around them on the meta device, so a 7B never exists as a second fp32 copy.
+Nothing here trusts remote code; a Hub id is fetched only where the network allows and
+``HF_HUB_OFFLINE`` is not set. Every failure is an ``InitError`` naming the source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPVisionModel,
+    CLIPVisionModelWithProjection,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from pite_ros.model.config import PRESETS_DIR, ConfigError, PiteConfig, load_config
+from pite_ros.model.modeling import PiteForConditionalGeneration, make_projector
+from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT
+from pite_ros.model.time_embeddings import init_time_token_rows
+from pite_ros.model.tokenizer import bind_tokenizer, extend_tokenizer, fit_embeddings
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Fields of a preset that describe the parts loaded here, or that the tokenizer binds: not taken from it.
+_NOT_FROM_PRESET = {"model_type", "vision_config", "text_config", "video_token_id", "grounded_token_id",
+                    "separator_token_id", "time_token_offset", "stage", "image_mean", "image_std"}
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+class InitError(ConfigError):
+    """A pretrained part cannot be used; the message names the option and the folder or Hub id."""
+
+
+@dataclass
+class Parts:
+    """What the pretrained sources give: the configs (and, unless ``dry_run``, the modules)."""
+
+    vision_config: PretrainedConfig
+    text_config: PretrainedConfig
+    tokenizer: PreTrainedTokenizerBase
+    image_mean: list[float] | None
+    image_std: list[float] | None
+    tower: PreTrainedModel | None = None
+    language_model: PreTrainedModel | None = None
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """``float32``/``bfloat16``/``float16`` (or ``fp32``/``bf16``/``fp16``) as a torch dtype."""
+    try:
+        return DTYPES[name.strip().lower()]
+    except KeyError:
+        raise InitError(f"dtype {name!r}: expected one of {sorted(DTYPES)}") from None
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) forbids downloads."""
+    return any(os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def resolve_source(source: str, option: str) -> tuple[str, bool]:
+    """``(what to pass to from_pretrained, local_files_only)`` for a folder or a Hub id."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise InitError(f"{option} {source}: no config.json there (not a save_pretrained folder)")
+        return str(path), True
+    if not _HUB_ID.match(source):
+        raise InitError(f"{option} {source}: no such folder")
+    if hub_offline():
+        raise InitError(f"{option} {source}: no such folder, and HF_HUB_OFFLINE is set, so the Hub id "
+                        "cannot be downloaded (download it elsewhere and pass the folder)")
+    return source, False
+
+
+def _load(option: str, source: str, loader, *args, **kwargs):
+    """``loader(*args, **kwargs)``; any failure becomes an InitError naming ``option`` and ``source``."""
+    try:
+        return loader(*args, trust_remote_code=False, **kwargs)
+    except InitError:
+        raise
+    except Exception as error:  # OSError, ValueError, HF's own errors: all mean "cannot be had"
+        raise InitError(f"{option} {source}: cannot be loaded: {str(error).splitlines()[0]}") from error
+
+
+def vision_config_of(config: PretrainedConfig, option: str, source: str) -> PretrainedConfig:
+    """The CLIP vision config of a ``clip`` (whole CLIP) or ``clip_vision_model`` config."""
+    if config.model_type == "clip":
+        vision = config.vision_config
+        vision.projection_dim = config.projection_dim
+        return vision
+    if config.model_type == "clip_vision_model":
+        return config
+    raise InitError(f"{option} {source}: a {config.model_type!r} model, not a CLIP vision model "
+                    "(expected model_type 'clip' or 'clip_vision_model')")
+
+
+def load_parts(vision: str, llm: str, *, feature: str, dtype: torch.dtype, dry_run: bool = False,
+               options: tuple[str, str] = ("--vision", "--llm")) -> Parts:
+    """Configs, tokenizer and preprocessing of ``vision`` and ``llm``, and (unless ``dry_run``) the
+    tower (``CLIPVisionModelWithProjection`` for ``feature="projected"``) and the causal LM in
+    ``dtype``; errors name the command-line ``options`` the two came from."""
+    vision_option, llm_option = options
+    vision_source, vision_local = resolve_source(vision, vision_option)
+    llm_source, llm_local = resolve_source(llm, llm_option)
+    vision_config = vision_config_of(
+        _load(vision_option, vision, AutoConfig.from_pretrained, vision_source, local_files_only=vision_local),
+        vision_option, vision)
+    text_config = _load(llm_option, llm, AutoConfig.from_pretrained, llm_source, local_files_only=llm_local)
+    if text_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise InitError(f"{llm_option} {llm}: a {text_config.model_type!r} model, not a causal language model")
+    tokenizer = _load(llm_option, llm, AutoTokenizer.from_pretrained, llm_source, local_files_only=llm_local)
+    if tokenizer.eos_token_id is None:
+        raise InitError(f"{llm_option} {llm}: its tokenizer has no EOS token, so an answer could not end")
+    mean, std = _normalisation(vision_source, vision_local, f"{vision_option} {vision}")
+    parts = Parts(vision_config, text_config, tokenizer, mean, std)
+    if dry_run:
+        return parts
+    tower_class = CLIPVisionModelWithProjection if feature == "projected" else CLIPVisionModel
+    tower, info = _load(vision_option, vision, tower_class.from_pretrained, vision_source, dtype=dtype,
+                        local_files_only=vision_local, output_loading_info=True)
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        hint = " (a CLIPVisionModel folder has no projection: use --vision-feature pooled)" \
+            if any("visual_projection" in key for key in missing) else ""
+        raise InitError(f"{vision_option} {vision}: lacks the weights {missing[:3]}{hint}")
+    parts.tower, parts.vision_config = tower, tower.config
+    parts.language_model, info = _load(llm_option, llm, AutoModelForCausalLM.from_pretrained, llm_source, dtype=dtype,
+                                       local_files_only=llm_local, output_loading_info=True)
+    if info["missing_keys"]:
+        raise InitError(f"{llm_option} {llm}: lacks the weights {sorted(info['missing_keys'])[:3]}")
+    parts.text_config = parts.language_model.config
+    return parts
+
+
+def _normalisation(source: str, local: bool, named: str) -> tuple[list[float] | None, list[float] | None]:
+    """The tower's image processor's mean and std (None, with a warning, when it has none: CLIP's are used)."""
+    try:
+        processor = AutoImageProcessor.from_pretrained(source, local_files_only=local, trust_remote_code=False)
+    except Exception as error:  # no preprocessor_config.json, or an unreadable one
+        log.warning("%s: no image processor (%s); using CLIP's mean and std", named,
+                    str(error).splitlines()[0])
+        return None, None
+    return [float(v) for v in processor.image_mean], [float(v) for v in processor.image_std]
+
+
+def preset_parts(preset: str) -> dict:
+    """The PiTe parts of a preset (or config JSON): everything but the sub-configs and bound ids."""
+    path = PRESETS_DIR / f"{preset}.json" if (PRESETS_DIR / f"{preset}.json").is_file() else Path(preset)
+    load_config(preset)  # validates, and names the preset or file when it is not usable
+    values = json.loads(path.read_text()) if path.is_file() else json.loads((path / "config.json").read_text())
+    if values.get("visual_encoding", "pite") != "pite":
+        raise InitError(f"--preset {preset}: the two-stream encoding is not built from one CLIP tower; "
+                        "use a PiTe preset (pite-7b, tiny, ...)")
+    return {key: value for key, value in values.items() if key not in _NOT_FROM_PRESET}
+
+
+def build_config(parts: Parts, preset: str, *, feature: str | None, prompt_format: str,
+                 system_prompt: str | None) -> PiteConfig:
+    """The PiteConfig: sub-configs from ``parts``, the rest from ``preset`` and the options."""
+    values = preset_parts(preset)
+    values["vision_feature"] = feature or values.get("vision_feature", "pooled")
+    if prompt_format == "auto":
+        prompt_format = "chat_template" if getattr(parts.tokenizer, "chat_template", None) else "vicuna_v1"
+    if prompt_format == "chat_template" and not getattr(parts.tokenizer, "chat_template", None):
+        raise InitError("--prompt-format chat_template: the --llm tokenizer has no chat template")
+    values["prompt_format"] = prompt_format
+    values["system_prompt"] = system_prompt if system_prompt is not None else (
+        VICUNA_SYSTEM_PROMPT if prompt_format == "vicuna_v1" else "")
+    text = parts.text_config.to_dict()
+    text["vocab_size"] = max(int(parts.text_config.vocab_size), len(parts.tokenizer))
+    try:
+        config = PiteConfig(vision_config=parts.vision_config.to_dict(), text_config=text,
+                            image_mean=parts.image_mean, image_std=parts.image_std, **values)
+        bind_tokenizer(config, parts.tokenizer)
+    except (TypeError, ValueError) as error:
+        raise InitError(f"--preset {preset}: {error}") from error
+    config.text_config.vocab_size = text["vocab_size"]  # bind sets len(tokenizer); a padded LM keeps its rows
+    config.text_config.eos_token_id = _end_ids(parts)
+    config.stage = 0
+    return config
+
+
+def _end_ids(parts: Parts) -> int | list[int]:
+    """The tokenizer's EOS and every end id of the LLM's config (generation stops at any of them)."""
+    found = parts.text_config.eos_token_id
+    ids = [parts.tokenizer.eos_token_id, *([] if found is None else [found] if isinstance(found, int) else found)]
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    return ids[0] if len(ids) == 1 else ids
+
+
+def init_from_pretrained(
+    vision: str,
+    llm: str,
+    *,
+    preset: str = "pite-7b",
+    dtype: torch.dtype = torch.bfloat16,
+    feature: str | None = None,
+    prompt_format: str = "auto",
+    system_prompt: str | None = None,
+    dry_run: bool = False,
+    options: tuple[str, str] = ("--vision", "--llm"),
+) -> PiteForConditionalGeneration | PiteConfig:
+    """The PiTe model (tokenizer attached) with ``vision``'s tower and ``llm``'s weights; with
+    ``dry_run`` only its config (nothing but configs and the tokenizer is read)."""
+    feature = feature or preset_parts(preset).get("vision_feature", "pooled")
+    parts = load_parts(vision, llm, feature=feature, dtype=dtype, dry_run=dry_run, options=options)
+    num_time_bins = int(preset_parts(preset).get("num_time_bins", load_config(preset).num_time_bins))
+    new_ids = extend_tokenizer(parts.tokenizer, num_time_bins)
+    config = build_config(parts, preset, feature=feature, prompt_format=prompt_format, system_prompt=system_prompt)
+    if dry_run:
+        return config
+    fit_embeddings(parts.language_model, new_ids, config.text_config.vocab_size)
+    with init_empty_weights():
+        model = PiteForConditionalGeneration(config)
+    model.vision_tower, model.language_model = parts.tower, parts.language_model
+    _new_pite_heads(model, dtype)
+    if config.time_token_init == "ordinal":
+        init_time_token_rows(model.causal_lm(), config.time_token_ids())
+    model.tokenizer = parts.tokenizer
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def _new_pite_heads(model: PiteForConditionalGeneration, dtype: torch.dtype) -> None:
+    """Real, newly initialised adapter μ and projectors (HF's normal(0, initializer_range)) in ``dtype``."""
+    config = model.config
+    if config.reads_patch_tokens:
+        raise InitError("trajectory_readout 'soft_argmax' is not supported by init: use a projector preset")
+    hidden = config.hidden_size
+    width = int(config.vision_config.projection_dim if config.vision_feature == "projected"
+                else config.vision_config.hidden_size)
+    model.adapter = make_projector(config.adapter_type, width, hidden)
+    model.loc_projector = make_projector(config.projector_type, hidden, 2)
+    model.traj_projector = make_projector(config.projector_type, hidden, config.num_frames * config.num_points * 2)
+    for module in (model.adapter, model.loc_projector, model.traj_projector):
+        module.apply(model._init_weights)
+        module.to(dtype)

@@ -1,0 +1,75 @@
+"""Small models in the formats the real ones come in, built by the tests (nothing downloaded).
+
+- ``save_clip``: a ``CLIPVisionModelWithProjection`` (ViT 2 × 32 on 32-px frames, patch 8,
+  projection 24) with a ``CLIPImageProcessor`` whose mean and std differ from CLIP's, saved
+  with ``save_pretrained``, as ``openai/clip-vit-large-patch14`` is laid out.
+- ``save_llama``: a ``LlamaForCausalLM`` (2 × 64) with a byte-level BPE tokenizer trained here
+  with ``tokenizers`` on the synthetic world's sentences, ``<s>``/``</s>``/``<unk>`` as
+  Vicuna's, saved with ``save_pretrained``, as ``lmsys/vicuna-7b-v1.5`` is (a 7B's shapes and
+  a SentencePiece vocabulary are the only differences).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+IMAGE_MEAN = [0.5, 0.45, 0.4]
+IMAGE_STD = [0.25, 0.3, 0.35]
+CORPUS = [
+    "a red circle moves left across the frame.",
+    "a small blue square enters from the right and leaves at the top.",
+    "what colour is the large yellow star? it is yellow.",
+    "describe the video. a green triangle stays still while a red circle moves.",
+    "where is the square? the square is in the lower left corner.",
+]
+
+
+def clip_config(**overrides) -> CLIPVisionConfig:
+    values = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                  patch_size=8, projection_dim=24)
+    return CLIPVisionConfig(**{**values, **overrides})
+
+
+def save_clip(path: Path, seed: int = 1) -> Path:
+    torch.manual_seed(seed)
+    CLIPVisionModelWithProjection(clip_config()).save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=IMAGE_MEAN,
+                       image_std=IMAGE_STD).save_pretrained(path)
+    return path
+
+
+def bpe_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``CORPUS`` (GPT-2's pre-tokenizer and decoder)."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(CORPUS * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   clean_up_tokenization_spaces=False)
+
+
+def save_llama(path: Path, seed: int = 2, **tokenizer_overrides) -> Path:
+    tokenizer = bpe_tokenizer()
+    for name, value in tokenizer_overrides.items():
+        setattr(tokenizer, name, value)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
