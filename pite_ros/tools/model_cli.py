@@ -85,7 +85,12 @@ def write_folder(out: Path, force: bool, write) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
     from pite_ros.model.checkpoint import CheckpointError
+
+    hf_logging.set_verbosity_error()  # its per-file load reports and progress bars are not this command's output
+    hf_logging.disable_progress_bar()
     from pite_ros.model.describe import describe
 
     try:

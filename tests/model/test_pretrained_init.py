@@ -1,0 +1,135 @@
+"""``pite-model init`` on pretrained-format models the test builds: what is carried over, what is new,
+and the bad inputs that must stop with the folder named and nothing written."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection, LlamaConfig
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from pretrained_parts import IMAGE_MEAN, IMAGE_STD, bpe_tokenizer, clip_config, save_clip, save_llama  # noqa: E402
+
+from pite_ros.model import PiteForConditionalGeneration  # noqa: E402
+from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT, encode_prompt  # noqa: E402
+from pite_ros.model.temporal import temporal_vocabulary  # noqa: E402
+from pite_ros.tools.model_cli import main as model_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("parts")
+    return {"clip": save_clip(root / "clip"), "llama": save_llama(root / "llama"), "root": root}
+
+
+@pytest.fixture(scope="module")
+def initialised(parts: dict[str, Path]) -> Path:
+    out = parts["root"] / "init"
+    assert model_cli(["init", "--vision", str(parts["clip"]), "--llm", str(parts["llama"]), "--preset", "tiny",
+                      "--vision-feature", "projected", "--dtype", "float32", "--out", str(out)]) == 0
+    return out
+
+
+def test_init_carries_the_pretrained_weights_and_adds_the_pite_tokens(parts, initialised: Path) -> None:
+    model = PiteForConditionalGeneration.from_pretrained(initialised)
+    config = model.config
+    clip = CLIPVisionModelWithProjection.from_pretrained(parts["clip"])
+    llama = AutoModelForCausalLM.from_pretrained(parts["llama"])
+    # sub-configs and preprocessing from the pretrained folders, the PiTe parts from the preset
+    assert (config.vision_config.hidden_size, config.vision_config.projection_dim, config.image_size) == (32, 24, 32)
+    assert config.text_config.hidden_size == 64 and config.text_config.num_key_value_heads == 2
+    assert config.image_mean == pytest.approx(IMAGE_MEAN) and config.image_std == pytest.approx(IMAGE_STD)
+    assert (config.num_frames, config.num_points, config.vision_feature, config.stage) == (4, 4, "projected", 0)
+    assert config.prompt_format == "vicuna_v1" and config.system_prompt == VICUNA_SYSTEM_PROMPT
+    # the tower and every LLM weight as pretrained (the tower untouched by any stage: PiTe freezes CLIP)
+    for name, tensor in clip.state_dict().items():
+        assert torch.equal(model.vision_tower.state_dict()[name], tensor), name
+    ours = model.causal_lm().state_dict()
+    old_rows = llama.config.vocab_size
+    for name, tensor in llama.state_dict().items():
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
+            assert torch.equal(ours[name][:old_rows], tensor)
+            new = ours[name][old_rows:]
+            assert new.shape[0] == 3 + 301 and torch.allclose(new, tensor.mean(0).expand_as(new), atol=1e-6)
+        else:
+            assert torch.equal(ours[name], tensor), name
+    # the LLM's own BPE tokenizer, extended: <video> <grounded> <sep> then <0>..<300>, ids bound in the config
+    tokenizer = model.tokenizer
+    assert len(tokenizer) == old_rows + 304 == config.text_config.vocab_size
+    assert tokenizer.convert_tokens_to_ids("<video>") == config.video_token_id == old_rows
+    assert tokenizer.convert_tokens_to_ids(temporal_vocabulary(300)) == config.time_token_ids()
+    assert tokenizer.eos_token == "</s>" and config.text_config.eos_token_id == tokenizer.eos_token_id
+    ids = encode_prompt(tokenizer, "what moves?", config)
+    assert ids[0] == tokenizer.bos_token_id and ids.count(config.video_token_id) == 1
+    assert tokenizer.decode(ids[1:]).startswith("A chat between a curious user")
+
+
+def test_init_loads_in_the_dtype_asked_and_saves_it(parts, tmp_path: Path) -> None:
+    out = tmp_path / "bf16"
+    assert model_cli(["init", "--vision", str(parts["clip"]), "--llm", str(parts["llama"]), "--preset", "tiny",
+                      "--out", str(out)]) == 0  # bfloat16 is the default
+    with safe_open(str(out / "model.safetensors"), framework="pt") as handle:
+        dtypes = {handle.get_slice(key).get_dtype() for key in handle.keys()}
+    assert dtypes == {"BF16"}
+    model = PiteForConditionalGeneration.from_pretrained(out)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.config.vision_feature == "pooled"  # the tiny preset's, through CLIPVisionModel
+
+
+def test_a_dry_run_with_the_pite_7b_shapes_counts_7_05_billion(tmp_path: Path, capsys) -> None:
+    """Config-only folders shaped as clip-vit-large-patch14 and vicuna-7b-v1.5: nothing else is read."""
+    CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                     image_size=224, patch_size=14, projection_dim=768).save_pretrained(tmp_path / "clip-l")
+    LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                num_attention_heads=32, tie_word_embeddings=False).save_pretrained(tmp_path / "vicuna")
+    bpe_tokenizer().save_pretrained(tmp_path / "vicuna")
+    assert model_cli(["init", "--vision", str(tmp_path / "clip-l"), "--llm", str(tmp_path / "vicuna"),
+                      "--dry-run"]) == 0
+    table = capsys.readouterr().out
+    total = int(re.search(r"^total\s+([\d,]+)", table, re.M).group(1).replace(",", ""))
+    assert 7.04e9 < total < 7.06e9, table
+    assert not list(tmp_path.glob("init*"))
+
+
+def _init(parts, out: Path, vision: Path | str | None = None, llm: Path | str | None = None, *extra: str) -> int:
+    return model_cli(["init", "--vision", str(vision or parts["clip"]), "--llm", str(llm or parts["llama"]),
+                      "--preset", "tiny", "--out", str(out), *extra])
+
+
+def test_bad_sources_are_named_and_nothing_is_written(parts, tmp_path: Path, capsys, monkeypatch) -> None:
+    root = parts["root"]
+    no_eos = save_llama(tmp_path / "no-eos", eos_token=None)
+    CLIPVisionModel(clip_config()).save_pretrained(tmp_path / "no-projection")
+    cases = [
+        ({"vision": parts["llama"]}, f"--vision {parts['llama']}: a 'llama' model, not a CLIP vision model"),
+        ({"llm": parts["clip"]}, f"--llm {parts['clip']}: a 'clip_vision_model' model, not a causal language model"),
+        ({"llm": no_eos}, f"--llm {no_eos}: its tokenizer has no EOS token"),
+        ({"vision": tmp_path / "missing"}, f"--vision {tmp_path / 'missing'}: no such folder"),
+        ({"vision": root}, f"--vision {root}: no config.json there"),
+        ({"vision": tmp_path / "no-projection", "extra": ("--vision-feature", "projected")},
+         "lacks the weights ['visual_projection.weight'] (a CLIPVisionModel folder has no projection"),
+    ]
+    for case, message in cases:
+        out = tmp_path / "out"
+        assert _init(parts, out, case.get("vision"), case.get("llm"), *case.get("extra", ())) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert _init(parts, tmp_path / "out", "openai/clip-vit-large-patch14") == 2
+    assert "--vision openai/clip-vit-large-patch14: no such folder, and HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_an_existing_output_is_kept_unless_forced(parts, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert _init(parts, out, None, None, "--dtype", "float32") == 2
+    assert "exists and is not empty (use --force" in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert _init(parts, out, None, None, "--dtype", "float32", "--force") == 0
+    assert not (out / "keep.txt").exists() and json.loads((out / "config.json").read_text())["model_type"] == "pite"
