@@ -174,9 +174,14 @@ def export_graphs(
     return specs
 
 
+# Above this many bytes of weights a graph keeps them in an external file (protobuf's limit is 2 GiB).
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
 def _export(module: nn.Module, args: tuple, path: Path, spec: GraphSpec, dynamic_shapes: dict, opset: int) -> None:
-    """One graph to ``path``; weights go to an external data file beside it when the graph would
-    pass protobuf's 2 GiB limit (the exporter decides)."""
+    """One graph to ``path``; weights go to an external data file ``<name>.onnx.data`` beside it
+    when the module's weights pass ``EXTERNAL_DATA_BYTES`` (protobuf cannot hold a graph over
+    2 GiB: a 7B decoder is about 27 GB in fp32); the manifest hashes that file with the rest."""
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # torch.export's own
@@ -184,4 +189,5 @@ def _export(module: nn.Module, args: tuple, path: Path, spec: GraphSpec, dynamic
                                     dynamic_shapes=dynamic_shapes, dynamo=True, opset_version=opset, verbose=False)
     for stale in (path, path.with_name(path.name + ".data")):
         stale.unlink(missing_ok=True)
-    program.save(path)
+    weights = sum(parameter.numel() * parameter.element_size() for parameter in module.parameters())
+    program.save(path, external_data=weights > EXTERNAL_DATA_BYTES)
