@@ -105,7 +105,8 @@ class PiteNode(LifecycleNode):
         started = time.perf_counter()
         try:
             self.engine = load_engine(engine, model_path or None, providers=self.param("onnx_providers"),
-                                      num_threads=self.param("num_threads"))
+                                      num_threads=self.param("num_threads"), device=self.param("device"),
+                                      dtype=self.param("dtype"))
             self.get_logger().info(f"warming up {self.engine.name} ({self.engine.num_frames} frames a clip) ...")
             self.engine.answer(np.zeros((self.engine.num_frames, 32, 32, 3), np.uint8), "warm up", 1.0,
                                max_new_tokens=2)

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from pretrained_parts import IMAGE_MEAN, IMAGE_STD, bpe_tokenizer, clip_config, save_clip, save_llama  # noqa: E402
 
 from pite_ros.model import PiteForConditionalGeneration  # noqa: E402
+from pite_ros.model.generation import stop_token_ids  # noqa: E402
 from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT, encode_prompt  # noqa: E402
 from pite_ros.model.temporal import temporal_vocabulary  # noqa: E402
 from pite_ros.tools.model_cli import main as model_cli  # noqa: E402
@@ -133,3 +134,22 @@ def test_an_existing_output_is_kept_unless_forced(parts, tmp_path: Path, capsys)
     assert "exists and is not empty (use --force" in capsys.readouterr().err and (out / "keep.txt").exists()
     assert _init(parts, out, None, None, "--dtype", "float32", "--force") == 0
     assert not (out / "keep.txt").exists() and json.loads((out / "config.json").read_text())["model_type"] == "pite"
+
+
+def test_a_chat_llm_gets_its_own_template_and_stops_on_each_of_its_end_ids(tmp_path: Path) -> None:
+    template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}</s>{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    llm = save_llama(tmp_path / "chat", chat_template=template)
+    config = LlamaConfig.from_pretrained(llm)
+    config.eos_token_id = [config.eos_token_id, 7]  # a second end id, as Llama 3's <|eot_id|>
+    config.save_pretrained(llm)
+    out = tmp_path / "init"
+    assert model_cli(["init", "--vision", str(save_clip(tmp_path / "clip")), "--llm", str(llm), "--preset", "tiny",
+                      "--dtype", "float32", "--out", str(out)]) == 0
+    model = PiteForConditionalGeneration.from_pretrained(out)
+    config, tokenizer = model.config, model.tokenizer
+    assert (config.prompt_format, config.system_prompt) == ("chat_template", "")
+    ids = encode_prompt(tokenizer, "what moves?", config)
+    assert ids[0] == tokenizer.bos_token_id and ids.count(config.video_token_id) == 1
+    assert tokenizer.decode(ids[1:]) == "<|user|><video>\nwhat moves?</s><|assistant|>"
+    assert stop_token_ids(config, tokenizer).tolist() == sorted({tokenizer.eos_token_id, 7})

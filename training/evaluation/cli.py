@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR and SODA_c (they need Java)")
     parser.add_argument("--no-teacher-forced", action="store_true", help="skip the teacher-forced trajectory score")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads of the engine (0: its default)")
+    parser.add_argument("--device", default="cpu", help="torch engine: cpu, cuda or cuda:N (default %(default)s)")
+    parser.add_argument("--dtype", default="float32",
+                        help="torch engine: float32, bfloat16, float16 (GPU) or auto (as saved; default %(default)s)")
+    parser.add_argument("--providers", default="",
+                        help="ONNX engine: comma-separated providers, e.g. cuda,cpu (default: CUDA when there, CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -57,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, ValueError) as error:
         parser.error(str(error))
     try:
-        engine = load_engine(args.engine, args.model, num_threads=args.threads)
+        engine = load_engine(args.engine, args.model, num_threads=args.threads, device=args.device, dtype=args.dtype,
+                             providers=args.providers)
     except EngineError as error:
         print(f"pite-eval: {error}", file=sys.stderr)
         return 1
