@@ -55,13 +55,16 @@ class Example:
 class PhraseTrack:
     """A noun phrase of an answer and the trajectory the model predicts for it.
 
-    ``trajectory`` is ``(N, P, 2)`` normalised, one row per input frame.
+    ``trajectory`` is ``(N, P, 2)`` normalised, one row per input frame; ``visibility``
+    ``(N, P)`` the probability that each point is visible in its frame, from a model with a
+    visibility head (None without one).
     """
 
     text: str
     span: tuple[int, int]
     trajectory: np.ndarray
     score: float
+    visibility: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -98,11 +98,19 @@ class OrtBackend:
         outputs, cache = self.run_decoder(self.embed(token_ids), attention_mask, position_ids, cache)
         return self._step(outputs, cache)
 
-    def trajectory(self, hidden: np.ndarray, visual, row: int) -> np.ndarray:
+    def _projector_feed(self, hidden: np.ndarray, visual, row: int) -> dict[str, np.ndarray]:
         feed = {"hidden": hidden[None].astype(self.types["hidden"])}
         if visual[1] is not None:
             feed["patch_tokens"] = visual[1][row : row + 1].astype(self.types["patch_tokens"])
-        return self.projector.run(None, feed)[0][0].astype(np.float32)
+        return feed
+
+    def trajectory(self, hidden: np.ndarray, visual, row: int) -> np.ndarray:
+        return self.projector.run(["traj"], self._projector_feed(hidden, visual, row))[0][0].astype(np.float32)
+
+    def visibility(self, hidden: np.ndarray, visual, row: int) -> np.ndarray | None:
+        if not self.config.visibility_head:
+            return None
+        return self.projector.run(["visibility"], self._projector_feed(hidden, visual, row))[0][0].astype(np.float32)
 
     def run_decoder(
         self,

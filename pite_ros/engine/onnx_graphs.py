@@ -42,7 +42,9 @@ from pite_ros.model.modeling import PiteForConditionalGeneration
 DEFAULT_OPSET = 18
 
 VISION_INPUTS = ["pixel_values"]
-PROJECTOR_OUTPUTS = ["traj"]
+def projector_outputs(config: PiteConfig) -> list[str]:
+    """The projector graph's outputs: the trajectory, and the points' visibility with a visibility head."""
+    return ["traj", "visibility"] if config.visibility_head else ["traj"]
 
 
 def vision_outputs(config: PiteConfig) -> list[str]:
@@ -110,14 +112,17 @@ class DecoderGraph(nn.Module):
 
 
 class ProjectorGraph(nn.Module):
-    """The trajectory head: ``(B, d)`` [and ``(B, T, G², D_v)``] -> ``(B, N, P, 2)`` in [0, 1]."""
+    """The trajectory head: ``(B, d)`` [and ``(B, T, G², D_v)``] -> ``(B, N, P, 2)`` in [0, 1]
+    [and, with a visibility head, ``(B, N, P)`` probabilities]."""
 
     def __init__(self, model: PiteForConditionalGeneration) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, hidden: torch.Tensor, *patch_tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.project(hidden, *patch_tokens)[1]
+    def forward(self, hidden: torch.Tensor, *patch_tokens: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        traj = self.model.project(hidden, *patch_tokens)[1]
+        visibility = self.model.visibility(hidden)
+        return traj if visibility is None else (traj, visibility)
 
 
 def kv_shape(model: PiteForConditionalGeneration) -> tuple[int, int, int]:
@@ -165,7 +170,7 @@ def export_graphs(
             {"inputs_embeds": axes, "attention_mask": axes, "position_ids": axes,
              "past": tuple({0: dynamic, 2: dynamic} for _ in range(2 * num_layers))}, opset)
 
-    specs["projector"] = GraphSpec("projector.onnx", projector_inputs(config), PROJECTOR_OUTPUTS)
+    specs["projector"] = GraphSpec("projector.onnx", projector_inputs(config), projector_outputs(config))
     example, axes = (torch.randn(2, hidden),), {"hidden": {0: dynamic}}
     if config.reads_patch_tokens:
         patches = (config.patch_grid**2, int(config.vision_config.hidden_size))

@@ -96,6 +96,10 @@ class PiteConfig(PreTrainedConfig):
     - ``prompt_format``: "vicuna_v1" (``USER: <video>\n{question} ASSISTANT:`` after
       ``system_prompt`` when set: the authors' ``conv_templates["v1"]``) or "chat_template"
       (the LLM tokenizer's own chat template, for chat LLMs that ship one), ``pite_ros.model.prompt``.
+    - ``visibility_head``: a head beside the trajectory projector that gives, for each of the
+      N × P points of a phrase, the probability that it is visible in its frame (trained by a
+      BCE on the stage-2 ``visibility``; PiTe has none: a deviation so that consumers know
+      which points are hidden). The node marks points under 0.5 ``STATE_OCCLUDED``.
     - ``coord_weight`` λ of the L1 terms; ``label_smoothing`` of the stage-3 CE.
     - ``trajectory_loss_points``: which points of a phrase's trajectory the L1 scores:
       "visible" (those the tracker marks visible: a real tracker's hidden positions are
@@ -137,6 +141,7 @@ class PiteConfig(PreTrainedConfig):
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     coordinate_activation: Literal["sigmoid", "identity"] = "sigmoid"
+    visibility_head: bool = False
     prompt_format: Literal["vicuna_v1", "chat_template"] = "vicuna_v1"
     system_prompt: str = ""
     coord_weight: float = 1.0

@@ -17,6 +17,7 @@ COMPONENT_NAMES = {
     "lora": "LoRA",
     "loc_projector": "localization projector φ",
     "traj_projector": "trajectory projector",
+    "vis_projector": "visibility head",
 }
 
 

@@ -21,7 +21,8 @@ trajectory is the trajectory projector applied to the MEAN of the hidden states 
 tokens overlapping the phrase (one projection of the phrase's pooled state rather than a
 mean of per-token trajectories, so the phrase gets one consistent track; with a linear
 projector the two differ only by the sigmoid); a soft-argmax read-out reads it from the
-row's clip patches, which ``encode`` returned. Its score is the mean probability the model
+row's clip patches, which ``encode`` returned. A visibility head reads the same pooled state
+(each point's probability of being visible). Its score is the mean probability the model
 gave its tokens. Phrases come from ``phrase_fn(text) -> [(start, end)]``, by default
 ``pite_ros.text.noun_phrases`` (spaCy, rule-based fallback). Time segments are the pairs of
 temporal tokens of the text (``temporal.parse_segments``), in seconds.
@@ -87,6 +88,11 @@ class GreedyBackend(Protocol):
         ``encode`` returned) -> ``(N, P, 2)`` float32 in [0, 1]."""
         ...
 
+    def visibility(self, hidden: np.ndarray, visual: Any, row: int) -> np.ndarray | None:
+        """The visibility head on one hidden state ``(d,)`` of batch row ``row`` -> ``(N, P)``
+        float32 probabilities (None for a model without one)."""
+        ...
+
 
 class TorchBackend:
     """``GreedyBackend`` over the PyTorch model (its device and dtype; no gradients)."""
@@ -129,6 +135,11 @@ class TorchBackend:
         dtype = next(self.model.traj_projector.parameters()).dtype
         patches = None if visual[1] is None else visual[1][row : row + 1]
         return self.model.project(self._tensor(hidden[None]).to(dtype), patches)[1][0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def visibility(self, hidden: np.ndarray, visual, row: int) -> np.ndarray | None:
+        probabilities = self.model.visibility(self._tensor(hidden[None]))
+        return None if probabilities is None else probabilities[0].float().cpu().numpy()
 
 
 def default_phrase_fn() -> PhraseFn:
@@ -207,7 +218,8 @@ def generate(
 
     return [
         _result(backend, tokens[row], hiddens[row], probabilities[row], float(durations[row]), phrase_fn,
-                lambda hidden, row=row: backend.trajectory(hidden, visual, row))
+                lambda hidden, row=row: (backend.trajectory(hidden, visual, row),
+                                         backend.visibility(hidden, visual, row)))
         for row in range(batch)
     ]
 
@@ -281,9 +293,9 @@ def _result(
     probabilities: list[float],
     duration: float,
     phrase_fn: PhraseFn,
-    trajectory: Callable[[np.ndarray], np.ndarray],
+    heads: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
 ) -> AnswerResult:
-    """Text, phrases with trajectories (``trajectory(pooled hidden)``) and segments of one answer."""
+    """Text, phrases with trajectories and visibility (``heads(pooled hidden)``) and segments of one answer."""
     tokenizer, config = backend.tokenizer, backend.config
     text = tokenizer.decode(tokens, skip_special_tokens=True)
     spans = token_spans(tokenizer, tokens)
@@ -294,7 +306,9 @@ def _result(
             continue
         pooled = np.stack([hiddens[i] for i in members]).mean(0)
         score = float(np.mean([probabilities[i] for i in members]))
-        phrases.append(PhraseTrack(text=text[start:end], span=(start, end), trajectory=trajectory(pooled), score=score))
+        points, visibility = heads(pooled)
+        phrases.append(PhraseTrack(text=text[start:end], span=(start, end), trajectory=points, score=score,
+                                   visibility=visibility))
     if duration > 0:
         segments = parse_segments(text, duration, config.num_time_bins)
         frame_times = uniform_frame_times(0.0, duration, config.num_frames)

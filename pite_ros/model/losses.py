@@ -70,6 +70,18 @@ def trajectory_l1_sum(traj: torch.Tensor, targets: torch.Tensor, visible: torch.
     return (distance * visible[:, 1:].to(distance.dtype)).sum() / (frames * points)
 
 
+def visibility_bce_sum(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ_i 1/(P·N) Σ_j Σ_k BCE(v̂_ijk, v_ijk) over the points of phrase tokens (a visibility head).
+
+    ``logits`` ``(B, L, N, P)`` (before the sigmoid), ``targets`` ``(B, L, N, P, 1)`` (1: visible),
+    ``mask`` ``(B, L, N, P)``; shifted like the trajectory term. PiTe marks absent objects with
+    (-1, -1) and predicts no visibility; this term lets a model say where its points are hidden.
+    """
+    frames, points = logits.shape[2], logits.shape[3]
+    loss = F.binary_cross_entropy_with_logits(logits[:, :-1].float(), targets[:, 1:, ..., 0].float(), reduction="none")
+    return (loss * mask[:, 1:].to(loss.dtype)).sum() / (frames * points)
+
+
 def pite_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -82,10 +94,14 @@ def pite_loss(
     traj: torch.Tensor | None = None,
     traj_targets: torch.Tensor | None = None,
     traj_mask: torch.Tensor | None = None,
+    vis_logits: torch.Tensor | None = None,
+    vis_targets: torch.Tensor | None = None,
+    vis_mask: torch.Tensor | None = None,
 ) -> LossTerms:
     """The stage loss: CE plus λ times whichever coordinate terms have targets, all over ℓ.
 
-    Stage 1 passes ``loc*``, stage 2 ``traj*``, stage 3 neither and ``label_smoothing > 0``.
+    Stage 1 passes ``loc*``, stage 2 ``traj*`` (and ``vis*`` with a visibility head, whose BCE
+    joins the coordinate term), stage 3 neither and ``label_smoothing > 0``.
     """
     ce_sum, count = lm_loss_sum(logits, labels, label_smoothing)
     coord_sum = ce_sum.new_zeros(())
@@ -93,6 +109,8 @@ def pite_loss(
         coord_sum = coord_sum + location_l1_sum(loc, loc_targets, loc_mask)
     if traj_targets is not None:
         coord_sum = coord_sum + trajectory_l1_sum(traj, traj_targets, traj_mask)
+    if vis_targets is not None:
+        coord_sum = coord_sum + visibility_bce_sum(vis_logits, vis_targets, vis_mask)
     denominator = max(count, 1)
     lm = ce_sum / denominator
     coord = coord_weight * coord_sum / denominator

@@ -121,6 +121,8 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             self.loc_projector = make_projector(config.projector_type, hidden, 2)
             self.traj_projector = make_projector(config.projector_type, hidden,
                                                  config.num_frames * config.num_points * 2)
+        if config.visibility_head:
+            self.vis_projector = self.new_visibility_head()
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.post_init()
 
@@ -229,11 +231,36 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             return torch.sigmoid(raw)
         return raw if self.training else raw.clamp(0.0, 1.0)
 
+    def new_visibility_head(self) -> nn.Module:
+        """A visibility head for this config: hidden state -> N × P logits (``config.visibility_head``)."""
+        return make_projector(self.config.projector_type, self.config.hidden_size,
+                              self.config.num_frames * self.config.num_points)
+
+    def add_visibility_head(self) -> None:
+        """Give a model saved without one a newly initialised visibility head (to fine-tune it)."""
+        head = self.new_visibility_head()
+        head.apply(self._init_weights)
+        self.vis_projector = head.to(next(self.traj_projector.parameters()).dtype)
+        self.config.visibility_head = True
+
+    def visibility_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """``(B, ..., d)`` hidden states -> ``(B, ..., N, P)`` logits that each point is visible
+        (None without a visibility head)."""
+        if not self.config.visibility_head:
+            return None
+        logits = self.vis_projector(hidden.to(next(self.vis_projector.parameters()).dtype))
+        return logits.unflatten(-1, (self.config.num_frames, self.config.num_points))
+
+    def visibility(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """``visibility_logits`` as probabilities in [0, 1]."""
+        logits = self.visibility_logits(hidden)
+        return None if logits is None else torch.sigmoid(logits)
+
     def project_where(
         self, hidden: torch.Tensor, patch_tokens: torch.Tensor | None, where: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``project`` at the ``(B, L)`` positions ``where`` is True, zeros elsewhere, in
-        ``project``'s full shapes. The loss reads the heads at a few positions (an object
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``project`` (and ``visibility_logits``) at the ``(B, L)`` positions ``where`` is True,
+        zeros elsewhere, in their full shapes. The loss reads the heads at a few positions (an object
         word's tokens); projecting every position cost up to a fifth of a training step (the
         read-out's softmax over a frame's patches for each position, row and point). Each row's
         positions are packed to the front of a ``(B, M)`` block, M the most any row has, so the
@@ -241,10 +268,11 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         config = self.config
         loc = hidden.new_zeros(*where.shape, 2, dtype=torch.float32)
         traj = hidden.new_zeros(*where.shape, config.num_frames, config.num_points, 2, dtype=torch.float32)
+        vis = traj.new_zeros(traj.shape[:-1]) if config.visibility_head else None
         counts = where.sum(1)
         most = int(counts.max()) if where.numel() else 0
         if most == 0:
-            return loc, traj
+            return loc, traj, vis
         columns = where.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :most]  # (B, M)
         packed = hidden.gather(1, columns[..., None].expand(-1, -1, hidden.shape[-1]))
         packed_loc, packed_traj = self.project(packed, patch_tokens)
@@ -253,7 +281,9 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         index = (rows[valid], columns[valid])
         loc = loc.index_put(index, packed_loc[valid].to(loc.dtype))
         traj = traj.index_put(index, packed_traj[valid].to(traj.dtype))
-        return loc, traj
+        if vis is not None:
+            vis = vis.index_put(index, self.visibility_logits(packed)[valid].to(vis.dtype))
+        return loc, traj, vis
 
     def decoder_step(
         self,
@@ -317,6 +347,8 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         loc_mask: torch.Tensor | None = None,
         traj_targets: torch.Tensor | None = None,
         traj_mask: torch.Tensor | None = None,
+        vis_targets: torch.Tensor | None = None,
+        vis_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool = False,
         stage: int | None = None,
@@ -329,7 +361,9 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         ``config.label_smoothing`` and adds the trajectory term only when stage-2 examples
         are mixed into its data (rehearsal: the paper's stage-3 data carries no trajectories,
         so its recipe is unchanged; a from-scratch model that fine-tunes its whole LLM in
-        stage 3 would otherwise lose its trajectories); None adds every term given.
+        stage 3 would otherwise lose its trajectories); None adds every term given. The
+        visibility BCE comes with the trajectory term where the model has a visibility head
+        and the batch ``vis_targets``.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -348,6 +382,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         if labels is not None:
             use_loc = loc_targets is not None and stage in (None, 1)
             use_traj = traj_targets is not None and stage in (None, 2, 3)
+            use_vis = use_traj and vis_targets is not None and self.config.visibility_head
             if (use_loc or use_traj) and self.config.reads_patch_tokens and patch_tokens is None:
                 raise ValueError("coordinate targets with a soft-argmax read-out need pixel_values or patch_tokens")
             read = torch.zeros_like(labels, dtype=torch.bool)
@@ -355,7 +390,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
                 read |= loc_mask.bool()
             if use_traj:
                 read |= traj_mask.flatten(2).any(-1)
-            loc, traj = self.project_where(step.hidden, patch_tokens, read.roll(-1, dims=1))
+            loc, traj, vis = self.project_where(step.hidden, patch_tokens, read.roll(-1, dims=1))
             terms = pite_loss(
                 step.logits,
                 labels,
@@ -367,6 +402,9 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
                 traj=traj if use_traj else None,
                 traj_targets=traj_targets if use_traj else None,
                 traj_mask=traj_mask,
+                vis_logits=vis if use_vis else None,
+                vis_targets=vis_targets if use_vis else None,
+                vis_mask=vis_mask,
             )
             output.loss, output.lm_loss, output.coord_loss = terms.loss, terms.lm_loss, terms.coord_loss
         return output

@@ -92,6 +92,9 @@ class PiteProcessor:
             item.traj_mask = np.zeros((len(answer), *shape), bool)
             taken = np.zeros(len(answer), bool)
             scored_visible_only = self.config.trajectory_loss_points == "visible"
+            if self.config.visibility_head:
+                item.vis = np.zeros((len(answer), *shape, 1), np.float32)
+                item.vis_mask = np.zeros((len(answer), *shape), bool)
             for span in example.trajectories:
                 if span.points.shape != (*shape, 2) or span.visible.shape != shape:
                     raise ValueError(
@@ -101,6 +104,9 @@ class PiteProcessor:
                 for token in _overlapping(offsets, span.start, span.end, taken):
                     item.traj[token] = span.points
                     item.traj_mask[token] = span.visible if scored_visible_only else True
+                    if item.vis is not None:
+                        item.vis[token, ..., 0] = span.visible
+                        item.vis_mask[token] = True
                     taken[token] = True
         return item
 

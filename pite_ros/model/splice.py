@@ -38,7 +38,9 @@ class SpliceItem:
     ``prompt_ids`` hold exactly one ``video_token_id``; ``answer_ids`` (labels) follow the
     prompt. Coordinate targets are per answer token: ``loc`` ``(A, 2)`` with ``loc_mask``
     ``(A,)`` bool; ``traj`` ``(A, N, P, 2)`` with ``traj_mask`` ``(A, N, P)`` bool (visible
-    points of phrase tokens). ``A = len(answer_ids)``.
+    points of phrase tokens); ``vis`` ``(A, N, P, 1)`` (1.0 where the point is visible) with
+    ``vis_mask`` ``(A, N, P)`` (every point of a phrase token), for a visibility head.
+    ``A = len(answer_ids)``.
     """
 
     prompt_ids: list[int]
@@ -48,6 +50,13 @@ class SpliceItem:
     loc_mask: np.ndarray | None = None
     traj: np.ndarray | None = None
     traj_mask: np.ndarray | None = None
+    vis: np.ndarray | None = None
+    vis_mask: np.ndarray | None = None
+
+
+# Per-answer-token targets, each with its mask (``{name}_mask``): the mask's shape is the target's
+# without its last axis. In a batch they become ``{name}_targets`` and ``{name}_mask``.
+TARGETS = ("loc", "traj", "vis")
 
 
 def splice_batch(
@@ -63,7 +72,8 @@ def splice_batch(
     Returns ``input_ids``, ``attention_mask``, ``position_ids``, ``labels`` ``(B, L)``; plus
     ``loc_targets`` ``(B, L, 2)`` and ``loc_mask`` ``(B, L)`` when any item has ``loc``, and
     ``traj_targets`` ``(B, L, N, P, 2)`` and ``traj_mask`` ``(B, L, N, P)`` when any has
-    ``traj``. Rows longer than ``max_length`` lose their last tokens (answer first).
+    ``traj``, and ``vis_targets`` ``(B, L, N, P, 1)``, ``vis_mask`` ``(B, L, N, P)`` when any has
+    ``vis``. Rows longer than ``max_length`` lose their last tokens (answer first).
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -113,7 +123,8 @@ def _shared_row(group: list[SpliceItem], video_token_id: int, max_length: int | 
     for item in group[1:]:
         if (item.prompt_ids[: at + 1], item.num_visual) != shared:
             raise ValueError("items that share a row must have the same prompt up to <video> and the same num_visual")
-    for target, mask in (("loc", "loc_mask"), ("traj", "traj_mask")):
+    for target in TARGETS:
+        mask = f"{target}_mask"
         having = next((part for part in parts if target in part), None)
         for part in parts:
             if having is not None and target not in part:
@@ -130,9 +141,10 @@ def _shared_row(group: list[SpliceItem], video_token_id: int, max_length: int | 
 def _pad_rows(rows: list[dict[str, np.ndarray]], pad_token_id: int, padding_side: str) -> dict[str, torch.Tensor]:
     """Rows of ``_splice_one`` as padded batch tensors (2-D attention mask, position ids 0, 1, …)."""
     length = max(len(row["ids"]) for row in rows)
-    shape_of = {key: next(row[key].shape[1:] for row in rows if key in row) for key in ("loc", "traj") if any(key in row for row in rows)}
-    if "traj" in shape_of and any("traj" in row and row["traj"].shape[1:] != shape_of["traj"] for row in rows):
-        raise ValueError("trajectory targets of one batch must share (frames, points)")
+    shape_of = {key: next(row[key].shape[1:] for row in rows if key in row) for key in TARGETS if any(key in row for row in rows)}
+    for key in ("traj", "vis"):
+        if key in shape_of and any(key in row and row[key].shape[1:] != shape_of[key] for row in rows):
+            raise ValueError("trajectory and visibility targets of one batch must share (frames, points)")
 
     batch = {
         "input_ids": torch.full((len(rows), length), pad_token_id, dtype=torch.long),
@@ -140,12 +152,9 @@ def _pad_rows(rows: list[dict[str, np.ndarray]], pad_token_id: int, padding_side
         "position_ids": torch.zeros((len(rows), length), dtype=torch.long),
         "labels": torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long),
     }
-    if "loc" in shape_of:
-        batch["loc_targets"] = torch.zeros((len(rows), length, 2), dtype=torch.float32)
-        batch["loc_mask"] = torch.zeros((len(rows), length), dtype=torch.bool)
-    if "traj" in shape_of:
-        batch["traj_targets"] = torch.zeros((len(rows), length, *shape_of["traj"]), dtype=torch.float32)
-        batch["traj_mask"] = torch.zeros((len(rows), length, *shape_of["traj"][:-1]), dtype=torch.bool)
+    for key, shape in shape_of.items():
+        batch[f"{key}_targets"] = torch.zeros((len(rows), length, *shape), dtype=torch.float32)
+        batch[f"{key}_mask"] = torch.zeros((len(rows), length, *shape[:-1]), dtype=torch.bool)
     for index, row in enumerate(rows):
         size = len(row["ids"])
         where = slice(length - size, length) if padding_side == "left" else slice(0, size)
@@ -153,10 +162,10 @@ def _pad_rows(rows: list[dict[str, np.ndarray]], pad_token_id: int, padding_side
         batch["attention_mask"][index, where] = 1
         batch["position_ids"][index, where] = torch.arange(size)
         batch["labels"][index, where] = torch.as_tensor(row["labels"])
-        for target, mask in (("loc", "loc_mask"), ("traj", "traj_mask")):
+        for target in TARGETS:
             if target in row:
                 batch[f"{target}_targets"][index, where] = torch.as_tensor(row[target])
-                batch[mask][index, where] = torch.as_tensor(row[mask])
+                batch[f"{target}_mask"][index, where] = torch.as_tensor(row[f"{target}_mask"])
     return batch
 
 
@@ -174,11 +183,12 @@ def _splice_one(item: SpliceItem, video_token_id: int, max_length: int | None = 
         "ids": np.asarray(prompt + list(item.answer_ids), dtype=np.int64),
         "labels": np.asarray([IGNORE_INDEX] * len(prompt) + list(item.answer_ids), dtype=np.int64),
     }
-    for target, mask, tail in (("loc", "loc_mask", (2,)), ("traj", "traj_mask", None)):
+    for target in TARGETS:
+        mask = f"{target}_mask"
         values, valid = getattr(item, target), getattr(item, mask)
         if values is None:
             continue
-        tail = tail or values.shape[1:]
+        tail = (2,) if target == "loc" else values.shape[1:]
         if values.shape != (answers, *tail) or valid.shape != values.shape[:-1]:
             raise ValueError(f"{target} targets of shape {values.shape} / mask {valid.shape} do not fit {answers} answer tokens")
         row[target] = np.concatenate([np.zeros((len(prompt), *tail), np.float32), values.astype(np.float32)])

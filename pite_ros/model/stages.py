@@ -10,7 +10,7 @@ stage   trains                                             why
                                                            trainer/tower_pretraining.py)
 1       adapter μ, localization projector φ, a LoRA        the paper's stage 1
 2       adapter μ, trajectory projector, a new LoRA        paper; the authors' release keeps
-                                                           a stage-2 ``vision_adapter.bin``
+        (and the visibility head, where there is one)      a stage-2 ``vision_adapter.bin``
 3       a new LoRA, the temporal-token rows                paper; rows as Grounded-VideoLLM
 ======  =================================================  ==================================
 
@@ -27,7 +27,8 @@ the rest of the vocabulary, which a gradient mask over the full matrix would not
 Parameter groups (every parameter is in exactly one): ``vision_tower`` (two-stream: both
 towers), ``adapter`` (two-stream: f, g and the separator),
 ``llm`` (LM weights except embeddings/head), ``embeddings`` (input embeddings and LM head),
-``time_tokens``, ``lora``, ``loc_projector``, ``traj_projector``. ``config.extra_trainable``
+``time_tokens``, ``lora``, ``loc_projector``, ``traj_projector``, ``vis_projector`` (empty
+without a visibility head). ``config.extra_trainable``
 adds groups to every stage but 0 (whose loss reaches the tower alone) and ``config.stage_trainable[str(stage)]`` replaces a stage's row
 (small models trained from random init, where LoRA alone cannot learn); with ``embeddings``
 training, ``time_tokens`` is dropped (those rows train as part of the full matrices).
@@ -48,10 +49,11 @@ from pite_ros.model.readout import SoftArgmaxReadout
 STAGE_TRAINABLE: dict[int, tuple[str, ...]] = {
     0: ("vision_tower",),
     1: ("adapter", "loc_projector", "lora"),
-    2: ("adapter", "traj_projector", "lora"),
+    2: ("adapter", "traj_projector", "vis_projector", "lora"),
     3: ("lora", "time_tokens"),
 }
-GROUPS = ("vision_tower", "adapter", "llm", "embeddings", "time_tokens", "lora", "loc_projector", "traj_projector")
+GROUPS = ("vision_tower", "adapter", "llm", "embeddings", "time_tokens", "lora", "loc_projector", "traj_projector",
+          "vis_projector")
 
 
 def trainable_groups(model: PiteForConditionalGeneration, stage: int) -> tuple[str, ...]:

@@ -113,19 +113,41 @@ def object_track(phrase: PhraseTrack, track_id: str, frames: SourceFrames, span:
     track = ObjectTrack(id=track_id, phrase=phrase.text, span_start=span[0], span_end=span[1], score=score)
     unique, rows = np.unique(stamps, return_inverse=True)  # sorted stamps, the frame of each row
     pixels = trajectory * np.array([frames.width, frames.height], dtype=np.float64)
+    visible = point_visibility(phrase, trajectory.shape[:2])
     for frame, stamp_ns in enumerate(unique.tolist()):
         stamp = ns_to_time(stamp_ns)
         points = pixels[rows == frame].mean(axis=0)  # (P, 2): repeated frames averaged
+        seen = visible[rows == frame].mean(axis=0) >= VISIBLE_THRESHOLD  # (P,)
         finite = np.isfinite(points).all(axis=1)
         for point_id in np.flatnonzero(finite).tolist():
             x, y = points[point_id]
             track.points.append(TrackPoint(stamp=stamp, point_id=point_id, x=float(x), y=float(y), score=score,
-                                           state=TrackPoint.STATE_OBSERVED))
+                                           state=_state(seen[point_id])))
         if finite.any():
-            cx, cy = points[finite].mean(axis=0)
+            shown = finite & seen if (finite & seen).any() else finite  # the centroid of what is seen, if any
+            cx, cy = points[shown].mean(axis=0)
             track.centroid.append(TrackPoint(stamp=stamp, point_id=0, x=float(cx), y=float(cy), score=score,
-                                             state=TrackPoint.STATE_OBSERVED))
+                                             state=_state(bool((finite & seen).any()))))
     return track
+
+
+# A point whose visibility probability is below this is published STATE_OCCLUDED (TrackPoint.msg).
+VISIBLE_THRESHOLD = 0.5
+
+
+def point_visibility(phrase: PhraseTrack, shape: tuple[int, int]) -> np.ndarray:
+    """``(N, P)`` probabilities that each point is visible: the model's visibility head, or 1
+    everywhere for a model without one. A head of another shape is an error naming the phrase."""
+    if phrase.visibility is None:
+        return np.ones(shape)
+    visibility = np.asarray(phrase.visibility, dtype=np.float64)
+    if visibility.shape != shape:
+        raise ValueError(f"visibility of '{phrase.text}' has shape {visibility.shape}; expected {shape}")
+    return visibility
+
+
+def _state(visible: bool) -> int:
+    return TrackPoint.STATE_OBSERVED if visible else TrackPoint.STATE_OCCLUDED
 
 
 def to_messages(

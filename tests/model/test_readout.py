@@ -123,7 +123,7 @@ def test_loss_projects_only_the_positions_it_reads(soft_model, video_example, im
     assert torch.allclose(sparse, dense, atol=1e-6)
     where = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
     where[0, 3] = True
-    picked_loc, picked_traj = soft_model.project_where(output.hidden_states, output.patch_tokens, where)
+    picked_loc, picked_traj, _ = soft_model.project_where(output.hidden_states, output.patch_tokens, where)
     assert torch.equal(picked_traj[~where], torch.zeros_like(picked_traj[~where]))
     assert torch.allclose(picked_traj[0, 3], traj[0, 3]) and torch.allclose(picked_loc[0, 3], loc[0, 3])
 

@@ -23,6 +23,7 @@ def grads_after_backward(model, batch, stage):
 
 
 def test_groups_partition_every_parameter(model):
+    model.add_visibility_head()
     setup_stage(model, 3)
     groups = parameter_groups(model)
     names = [name for members in groups.values() for name in members]
@@ -33,7 +34,9 @@ def test_groups_partition_every_parameter(model):
 
 
 def test_each_stage_trains_exactly_its_declared_groups(model, processor, image_example, video_example):
-    batch = processor([image_example, video_example])  # points, trajectories and temporal tokens
+    model.add_visibility_head()  # the processor reads the same config: the batch gets visibility targets
+    batch = processor([image_example, video_example])  # points, trajectories, visibility and temporal tokens
+    assert batch["vis_targets"].shape[-1] == 1 and batch["vis_mask"].any()
     for stage in (0, 1, 2, 3):
         names = setup_stage(model, stage)
         groups = parameter_groups(model)

@@ -142,3 +142,24 @@ def test_rendering_time_tokens_carries_character_offsets() -> None:
     dog = text.index("dog")
     assert rendered[offsets[dog]:offsets[dog + 3]] == "dog"
     assert offsets[text.index("<3>") + 1] == rendered.index("0.1s")  # inside a token: its rendering's start
+
+
+def test_points_the_visibility_head_calls_hidden_are_published_occluded() -> None:
+    visible = result()
+    # rows 1 and 2 are one source frame: their mean decides (0.3 and 0.6 -> 0.45: hidden; 0.9, 0.2 -> 0.55: seen)
+    visible.phrases[0].visibility = np.array([[0.9, 0.1], [0.3, 0.9], [0.6, 0.2], [0.0, 0.7]])
+    answer, _ = to_messages(visible, sampled_frames(), question="q", query_id="q", model_name="m",
+                            inference_seconds=0.0)
+    red = answer.tracks[0]
+    states = [(p.stamp, p.point_id, p.state) for p in red.points]
+    occluded, observed = TrackPoint.STATE_OCCLUDED, TrackPoint.STATE_OBSERVED
+    assert states == [(stamp(0.0), 0, observed), (stamp(0.0), 1, occluded), (stamp(0.5), 0, occluded),
+                      (stamp(0.5), 1, observed), (stamp(1.0), 0, occluded)]  # row 3's NaN point 1 is dropped
+    # the centroid of a frame is that of its visible points, OCCLUDED when none is visible
+    centroid = [(p.stamp, p.x, p.y, p.state) for p in red.centroid]
+    assert centroid == [(stamp(0.0), 320.0, 120.0, observed), (stamp(0.5), pytest.approx(256.0), pytest.approx(240.0), observed),
+                        (stamp(1.0), 640.0, 480.0, occluded)]
+    wrong = result()
+    wrong.phrases[0].visibility = np.ones((4, 3))
+    with pytest.raises(ValueError, match=r"visibility of 'the red circle' has shape \(4, 3\); expected \(4, 2\)"):
+        to_messages(wrong, sampled_frames(), question="q", query_id="q", model_name="m", inference_seconds=0.0)
