@@ -236,3 +236,20 @@ def test_trajectory_l1_and_pck_by_hand() -> None:
         point_errors(predicted, truth, visible_only=True)
     with pytest.raises(ValueError, match=r"\(N, P, 2\)"):
         point_errors(predicted[:1], truth)
+
+
+def test_visibility_calls_are_scored_per_point_by_hand() -> None:
+    from training.evaluation.evaluate import evaluate_predictions
+
+    truth = np.zeros((2, 2, 2))
+    visible = np.array([[True, False], [True, False]])  # two hidden points of four
+    called = np.array([[0.9, 0.2], [0.4, 0.7]])  # right, right, wrong (hidden), wrong (visible)
+    reference = {"trajectory": truth, "visibility": visible}
+    report = evaluate_predictions([("trajectory", (truth, called), reference), ("trajectory", truth, reference)],
+                                  meteor=False)
+    metrics = report.sections["trajectory"].metrics
+    assert metrics["visibility_accuracy"] == 50.0 and metrics["hidden_share"] == 50.0
+    assert metrics["hidden_recall"] == 50.0  # of the two hidden points, (0, 1) is called hidden, (1, 1) not
+    assert metrics["L1"] == 0.0  # the pair's trajectory is scored like a bare one
+    plain = evaluate_predictions([("trajectory", truth, reference)], meteor=False).sections["trajectory"].metrics
+    assert "visibility_accuracy" not in plain

@@ -16,8 +16,8 @@ from training.trainer.config import load_config
 
 def test_stage_configs_chain_into_one_another() -> None:
     configs = {name: load_config(recipe.RECIPE_DIR / f"{name}.yaml") for name, _ in (*recipe.STAGES, recipe.ABLATION)}
-    stage0, stage1, stage2, stage3, continued, third = (configs[name] for name, _ in recipe.STAGES)
-    assert [c.stage for c in (stage0, stage1, stage2, stage3, continued, third)] == [0, 1, 2, 3, 3, 3]
+    stage0, stage1, stage2, stage3, continued, third, visibility = (configs[name] for name, _ in recipe.STAGES)
+    assert [c.stage for c in (stage0, stage1, stage2, stage3, continued, third, visibility)] == [0, 1, 2, 3, 3, 3, 3]
     assert stage0.model == "default" and stage0.vocabulary == "synth"
     assert stage0.data == stage1.data  # the tower learns on stage 1's images and traces
     assert stage1.resolve(stage1.model) == stage0.resolve(stage0.output_dir) / "final"
@@ -28,6 +28,10 @@ def test_stage_configs_chain_into_one_another() -> None:
     assert third.resolve(third.model) == continued.resolve(continued.output_dir) / "final"
     assert third.learning_rate == continued.learning_rate and len({stage3.seed, continued.seed, third.seed}) == 3
     assert third.model_overrides == {"trajectory_loss_points": "all", "num_frames": 16}
+    # the visibility head alone, on the third pass's frozen weights, from its 16-frame trajectories
+    assert visibility.resolve(visibility.model) == third.resolve(third.output_dir) / "final"
+    assert visibility.train_only == ["vis_projector"] and visibility.model_overrides == {"visibility_head": True}
+    assert [s.path for s in visibility.data] == [s.path for s in third.data if s.format == "pite143k"]
     # Multiple choice twice, and the rehearsed trajectories annotated at the pass's 16 frames
     # (a file the recipe's world writes), not resampled from stage 2's 8 rows.
     exact = [dataclasses.replace(s, path=s.path.replace("stage2.jsonl", "stage2_16f.jsonl"))
@@ -144,8 +148,10 @@ def test_the_build_installs_the_last_stage_3_pass_and_compares_the_ablation_befo
                                                                                      monkeypatch) -> None:
     """The shipped model is the last stage's; the ablation's partner is stage 3 of the same budget."""
     monkeypatch.setattr(recipe, "make_data", lambda folder, spec, workers: None)
+    started_from: dict[str, Path | None] = {}
 
-    def run_stage(name: str, stage: int) -> dict:
+    def run_stage(name: str, stage: int, model: Path | None = None) -> dict:
+        started_from[name] = model
         final = tmp_path / "work" / name / "final"
         final.mkdir(parents=True, exist_ok=True)
         save_file({"w": torch.zeros(2, 3)}, str(final / "model.safetensors"))
@@ -167,6 +173,17 @@ def test_the_build_installs_the_last_stage_3_pass_and_compares_the_ablation_befo
     training = json.loads((out / "training.json").read_text())
     assert [run["config"] for run in training["stages"]] == ["stage0.yaml", "stage1.yaml", "stage2.yaml",
                                                              "stage3.yaml", "stage3_continued.yaml",
-                                                             "stage3_third_pass.yaml"]
+                                                             "stage3_third_pass.yaml", "visibility_head.yaml"]
     assert training["parameters"] == 6 and training["ablation"][0]["config"] == "stage3_without_stage2.yaml"
     assert (out / "model.safetensors").is_file() and "{{" not in (out / "README.md").read_text()
+
+    # --visibility-only: the installed model's recorded stages stay, the head is fitted on its weights,
+    # and only the main report is evaluated again (the compared runs are not retrained)
+    started_from.clear()
+    evaluated.clear()
+    assert recipe.main(["--out", str(out), "--visibility-only"]) == 0
+    assert started_from == {"visibility_head": out}
+    assert evaluated == {"eval.json": out}
+    again = json.loads((out / "training.json").read_text())
+    assert [run["config"] for run in again["stages"]] == [run["config"] for run in training["stages"]]
+    assert again["ablation"] == training["ablation"]

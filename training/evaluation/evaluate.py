@@ -277,6 +277,8 @@ def _trajectory(items: list[tuple[int, EvalItem]], pck_threshold: float) -> Task
     """L1 over trajectories with a prediction; PCK over all, a missing prediction missing every point."""
     build, total = _Section("trajectory"), 0
     measured: dict[bool, list] = {False: [], True: []}  # visible_only -> errors of predicted ones
+    called_visible: list[np.ndarray] = []  # a visibility head's calls per point, and the truth
+    truly_visible: list[np.ndarray] = []
     scored: dict[bool, list] = {False: [], True: []}  # the same, plus all-miss errors of missing ones
     for index, item in items:
         try:
@@ -291,8 +293,12 @@ def _trajectory(items: list[tuple[int, EvalItem]], pck_threshold: float) -> Task
             build.bad(BadReference(str(error)), index)
             continue
         total += 1
-        predicted = None if item.prediction is None else np.asarray(item.prediction, dtype=np.float64)
+        prediction, visibility = item.prediction if isinstance(item.prediction, tuple) else (item.prediction, None)
+        predicted = None if prediction is None else np.asarray(prediction, dtype=np.float64)
         usable = predicted is not None and predicted.shape == truth.shape
+        if usable and visibility is not None and np.shape(visibility) == seen.shape:
+            called_visible.append((np.asarray(visibility) >= VISIBLE_THRESHOLD).ravel())
+            truly_visible.append(seen.ravel())
         build.counts[UNPARSEABLE] += not usable
         for visible_only in (False, True):
             if usable:
@@ -304,15 +310,32 @@ def _trajectory(items: list[tuple[int, EvalItem]], pck_threshold: float) -> Task
     name = f"PCK@{pck_threshold:g}"
     if build.counts[UNPARSEABLE]:
         build.section.notes.append("L1 over trajectories with a prediction; PCK counts a missing one as all misses")
-    return build.finish(
-        total,
-        {
-            "L1": mean_l1(pooled(measured[False])),
-            "L1_visible": mean_l1(pooled(measured[True])),
-            name: pck(pooled(scored[False]), pck_threshold),
-            f"{name}_visible": pck(pooled(scored[True]), pck_threshold),
-        },
-    )
+    metrics = {
+        "L1": mean_l1(pooled(measured[False])),
+        "L1_visible": mean_l1(pooled(measured[True])),
+        name: pck(pooled(scored[False]), pck_threshold),
+        f"{name}_visible": pck(pooled(scored[True]), pck_threshold),
+    }
+    if called_visible:
+        metrics.update(visibility_metrics(np.concatenate(called_visible), np.concatenate(truly_visible)))
+        build.section.notes.append("visibility: the head's call (probability >= 0.5: visible) per point of the "
+                                   "trajectories with a prediction; hidden_recall is the share of hidden points called hidden")
+    return build.finish(total, metrics)
+
+
+VISIBLE_THRESHOLD = 0.5  # as the node's: a point under it is published occluded
+
+
+def visibility_metrics(called: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Accuracy (%) of a visibility head's per-point calls, its recall of hidden points (%),
+    and the share of points that are hidden (%): the accuracy of always answering "visible"
+    is 100 minus that."""
+    hidden = ~truth
+    return {
+        "visibility_accuracy": 100.0 * float((called == truth).mean()),
+        "hidden_recall": 100.0 * float((~called[hidden]).mean()) if hidden.any() else float("nan"),
+        "hidden_share": 100.0 * float(hidden.mean()),
+    }
 
 
 def evaluate_predictions(

@@ -158,17 +158,19 @@ def _answer(engine: Engine, examples: list[Example], max_new_tokens: int | None)
     return results
 
 
-def match_phrases(targets: Sequence[dict], phrases: Sequence[PhraseTrack]) -> list[np.ndarray | None]:
+def match_phrases(targets: Sequence[dict], phrases: Sequence[PhraseTrack]) -> list[Any]:
     """For each ground-truth phrase (``target["phrase"]``), the trajectory of the first unused
-    predicted phrase with the same ``normalize_answer`` text, else None."""
+    predicted phrase with the same ``normalize_answer`` text (with its visibility, as a pair,
+    when the model has a visibility head), else None."""
     unused = list(phrases)
-    matched: list[np.ndarray | None] = []
+    matched: list[Any] = []
     for target in targets:
         key = normalize_answer(target["phrase"])
         hit = next((p for p in unused if key and normalize_answer(p.text) == key), None)
         if hit is not None:
             unused.remove(hit)
-        matched.append(None if hit is None else hit.trajectory)
+        matched.append(None if hit is None else hit.trajectory if hit.visibility is None
+                       else (hit.trajectory, hit.visibility))
     return matched
 
 

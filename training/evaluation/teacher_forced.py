@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 @torch.inference_mode()
 def teacher_forced_trajectories(
     model: PiteForConditionalGeneration, examples: Sequence[Example]
-) -> list[list[np.ndarray | None]]:
-    """For each example, one ``(N, P, 2)`` trajectory per ``example.trajectories`` span, in order.
+) -> list[list[np.ndarray | tuple[np.ndarray, np.ndarray] | None]]:
+    """For each example, one ``(N, P, 2)`` trajectory per ``example.trajectories`` span, in order
+    (a pair with its ``(N, P)`` visibility for a model with a visibility head).
 
     A span none of whose answer tokens fits in the model's context (the row was truncated)
     gets None.
@@ -75,6 +76,8 @@ def teacher_forced_trajectories(
                 continue
             pooled = hidden[row, [t - 1 for t in tokens]].mean(0)
             patches = None if output.patch_tokens is None else output.patch_tokens[row : row + 1]
-            tracks.append(model.project(pooled[None], patches)[1][0].float().cpu().numpy())
+            trajectory = model.project(pooled[None], patches)[1][0].float().cpu().numpy()
+            visibility = model.visibility(pooled[None])
+            tracks.append(trajectory if visibility is None else (trajectory, visibility[0].float().cpu().numpy()))
         results.append(tracks)
     return results

@@ -55,7 +55,8 @@ EVAL_DATA = {"split": "eval", "seed": 7, "videos": 200, "images": 0}
 # of the piecewise-linear motion (0.012 of visible-point L1 on the held-out set).
 WORLD = WorldConfig(extra_num_frames=(16,))
 STAGES = (("stage0", 0), ("stage1", 1), ("stage2", 2), ("stage3", 3), ("stage3_continued", 3),
-          ("stage3_third_pass", 3))
+          ("stage3_third_pass", 3), ("visibility_head", 3))
+VISIBILITY = STAGES[-1]  # fits the visibility head alone: --visibility-only runs it on the installed model
 EQUAL_BUDGET = "stage3"  # the run whose steps since stage 1 the ablation's match
 ABLATION = ("stage3_without_stage2", 3)
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -88,14 +89,16 @@ def step_environment() -> dict[str, str]:
     return {**os.environ, **pinned_numerics()[0]}
 
 
-def run_stage(name: str, stage: int) -> dict:
-    """``pite-train`` one stage (resuming); its steps and seconds from ``metrics.jsonl``."""
+def run_stage(name: str, stage: int, model: Path | None = None) -> dict:
+    """``pite-train`` one stage (resuming; from ``model`` instead of its YAML's when given); its
+    steps and seconds from ``metrics.jsonl``."""
     config = RECIPE_DIR / f"{name}.yaml"
     output = WORK_DIR / ("ablation_without_stage2" if name == ABLATION[0] else name)
     if not (output / "final" / "model.safetensors").is_file():
         log(f"pite-train --stage {stage} --config {config.relative_to(RECIPE_DIR.parents[1])}")
         subprocess.run([sys.executable, "-m", "training.train", "--stage", str(stage), "--config", str(config),
-                        "--resume", "--no-progress"], check=True, env=step_environment())
+                        "--resume", "--no-progress", *(["--model", str(model)] if model else [])],
+                       check=True, env=step_environment())
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines() if line.strip()]
     step_seconds = statistics.median(row["seconds"] for row in rows)
     return {"stage": stage, "config": config.name, "steps": rows[-1]["step"],
@@ -152,6 +155,9 @@ CARD_ROWS = (
     ("trajectory L1, own captions (normalised)", "trajectory_generated", "L1", "<= 0.05"),
     ("trajectory L1, own captions, visible points", "trajectory_generated", "L1_visible", ""),
     ("trajectory PCK@0.05, own captions (%)", "trajectory_generated", "PCK@0.05", ""),
+    ("point visibility accuracy, teacher-forced (%)", "trajectory_teacher_forced", "visibility_accuracy", ""),
+    ("hidden points called hidden, teacher-forced (%)", "trajectory_teacher_forced", "hidden_recall", ""),
+    ("hidden points among all (%)", "trajectory_teacher_forced", "hidden_share", ""),
 )
 
 
@@ -225,6 +231,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ablation", action="store_true", help="also train and evaluate the run without stage 2")
     parser.add_argument("--workers", type=int, default=2, help="pite-synth processes")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of pite-eval")
+    parser.add_argument("--visibility-only", action="store_true",
+                        help="fit the visibility head on the model installed at --out (its other weights kept), "
+                             "evaluate it and render the card again")
     return parser.parse_args(argv)
 
 
@@ -236,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"warning: {unpinned}")
     make_data(WORK_DIR / "data" / "train", TRAIN_DATA, args.workers)
     make_data(WORK_DIR / "data" / "eval", EVAL_DATA, args.workers)
-    stages = [run_stage(name, stage) for name, stage in STAGES]
+    if args.visibility_only:  # the installed model's stages as recorded, then the head on its weights
+        recorded = json.loads((args.out / "training.json").read_text())
+        stages = [run for run in recorded["stages"] if run["config"] != f"{VISIBILITY[0]}.yaml"]
+        stages.append(run_stage(*VISIBILITY, model=args.out))
+    else:
+        stages = [run_stage(name, stage) for name, stage in STAGES]
     final = REPO / stages[-1]["model"]
     weights = final / "model.safetensors"
     with safe_open(str(weights), "pt") as tensors:
@@ -244,10 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"train_data": TRAIN_DATA, "eval_data": EVAL_DATA, "world": dataclasses.asdict(WORLD),
                "numerics": numerics or {"unpinned": unpinned}, "stages": stages, "parameters": parameters,
                "size_mb": weights.stat().st_size / 2**20}
+    if args.visibility_only and "ablation" in recorded:
+        summary["ablation"] = recorded["ablation"]
     install(final, args.out, summary)
     main_report = evaluate(args.out, args.out / "eval.json", args.threads)
     equal_budget_report = ablation_report = None
-    if args.ablation or (args.out / "ablation_eval.json").is_file():
+    if args.visibility_only:  # the runs compared with it are not retrained: their reports as they are
+        equal_budget_report, ablation_report = (json.loads(path.read_text()) if path.is_file() else None for path in
+                                                (args.out / "equal_budget_eval.json", args.out / "ablation_eval.json"))
+    elif args.ablation or (args.out / "ablation_eval.json").is_file():
         summary["ablation"] = [run_stage(*ABLATION)]
         ablation_report = evaluate(REPO / summary["ablation"][0]["model"], args.out / "ablation_eval.json", args.threads)
         equal_budget = next(run for (name, _), run in zip(STAGES, stages) if name == EQUAL_BUDGET)

@@ -54,6 +54,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     num_workers: int = 0
     model_overrides: dict[str, Any] = field(default_factory=dict)  # PiteConfig fields, e.g. coord_weight, lora_r
+    # This run trains only these parameter groups (pite_ros.model.stages.GROUPS), e.g. a new head on
+    # frozen weights; unlike model_overrides' stage_trainable it is not saved with the model.
+    train_only: list[str] | None = None
     max_examples: int | None = None  # cap per data file (quick runs)
     frame_cache_mb: int = 0  # decoded frames kept in memory across epochs (0: decode every time)
     share_clips: bool = False  # batches drawn clip by clip, a clip's examples in one row (splice_shared)
@@ -118,6 +121,10 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainConfig
         raise ConfigError(f"{source}: field 'share_clips_max_examples' needs 'share_clips: true'")
     if not isinstance(raw.get("model_overrides", {}), dict):
         raise ConfigError(f"{source}: field 'model_overrides' must be a mapping of model config fields")
+    train_only = raw.get("train_only")
+    if train_only is not None and (not isinstance(train_only, list) or not train_only
+                                   or not all(isinstance(group, str) for group in train_only)):
+        raise ConfigError(f"{source}: field 'train_only' must be a non-empty list of parameter groups")
     if raw.get("mixed_precision", "auto") not in ("no", "bf16", "auto"):
         raise ConfigError(f"{source}: field 'mixed_precision' must be 'no', 'bf16' or 'auto'")
     values = {**raw, "data": specs, "source": source}
