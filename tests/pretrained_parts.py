@@ -7,12 +7,17 @@
   with ``tokenizers`` on the synthetic world's sentences, ``<s>``/``</s>``/``<unk>`` as
   Vicuna's, saved with ``save_pretrained``, as ``lmsys/vicuna-7b-v1.5`` is (a 7B's shapes and
   a SentencePiece vocabulary are the only differences).
+- ``save_sentencepiece_llama``: the same LLaMA with a SentencePiece BPE model trained here
+  (``tokenizer.model`` + ``tokenizer_config.json`` only, exactly Vicuna's tokenizer files).
 """
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
+import sentencepiece
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -65,11 +70,32 @@ def save_llama(path: Path, seed: int = 2, **tokenizer_overrides) -> Path:
     tokenizer = bpe_tokenizer()
     for name, value in tokenizer_overrides.items():
         setattr(tokenizer, name, value)
+    tokenizer.save_pretrained(path)
+    return _save_llama_weights(path, tokenizer, seed)
+
+
+def save_sentencepiece_llama(path: Path, seed: int = 2) -> Path:
+    """Vicuna's layout: a SentencePiece ``tokenizer.model`` (BPE, byte fallback, ``<unk> <s> </s>``
+    as ids 0, 1, 2) and a ``tokenizer_config.json`` naming ``LlamaTokenizer``; no tokenizer.json."""
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 20), model_writer=model, vocab_size=320, model_type="bpe", unk_id=0,
+        bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True, character_coverage=1.0, minloglevel=2)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "tokenizer.model").write_bytes(model.getvalue())
+    (path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+         "legacy": False, "add_bos_token": True}))
+    from transformers import AutoTokenizer
+
+    return _save_llama_weights(path, AutoTokenizer.from_pretrained(path), seed)
+
+
+def _save_llama_weights(path: Path, tokenizer, seed: int) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          tie_word_embeddings=False)
     LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
     return path

@@ -8,13 +8,15 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection, LlamaConfig
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from pretrained_parts import IMAGE_MEAN, IMAGE_STD, bpe_tokenizer, clip_config, save_clip, save_llama  # noqa: E402
+from pretrained_parts import (  # noqa: E402
+    IMAGE_MEAN, IMAGE_STD, bpe_tokenizer, clip_config, save_clip, save_llama, save_sentencepiece_llama)
 
 from pite_ros.model import PiteForConditionalGeneration  # noqa: E402
 from pite_ros.model.generation import stop_token_ids  # noqa: E402
@@ -153,3 +155,21 @@ def test_a_chat_llm_gets_its_own_template_and_stops_on_each_of_its_end_ids(tmp_p
     assert ids[0] == tokenizer.bos_token_id and ids.count(config.video_token_id) == 1
     assert tokenizer.decode(ids[1:]) == "<|user|><video>\nwhat moves?</s><|assistant|>"
     assert stop_token_ids(config, tokenizer).tolist() == sorted({tokenizer.eos_token_id, 7})
+
+
+def test_a_sentencepiece_llm_as_vicuna_ships_it(parts, tmp_path: Path) -> None:
+    llm = save_sentencepiece_llama(tmp_path / "vicuna")
+    assert sorted(p.name for p in llm.iterdir() if p.name.startswith("tokenizer")) == \
+        ["tokenizer.model", "tokenizer_config.json"]
+    out = tmp_path / "init"
+    assert model_cli(["init", "--vision", str(parts["clip"]), "--llm", str(llm), "--preset", "tiny",
+                      "--dtype", "float32", "--out", str(out)]) == 0
+    model = PiteForConditionalGeneration.from_pretrained(out)
+    tokenizer, config = model.tokenizer, model.config
+    assert len(tokenizer) == 320 + 304 and config.prompt_format == "vicuna_v1"
+    text = "From <3> to <40>, a red circle moves."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert config.time_token_offset + 3 in ids and config.time_token_offset + 40 in ids
+    assert tokenizer.decode(ids) == text
+    answer = model.answer(np.zeros((4, 32, 32, 3), np.uint8), "what moves?", 2.0, max_new_tokens=4)
+    assert len(answer.token_ids) <= 4
