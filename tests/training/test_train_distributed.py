@@ -24,6 +24,7 @@ from training.train import main as train_main
 from training.trainer.metrics_log import MetricsLog
 
 HERE = Path(__file__).parent
+FSDP_CONFIG = HERE.parents[1] / "training" / "configs" / "accelerate_fsdp.yaml"
 STEPS = 60
 # The two processes' mean of per-rank losses (each a mean over its rows' tokens, with its own
 # dropout masks) against one process's mean over the global batch's tokens: measured at most
@@ -42,11 +43,16 @@ def write_config(root: Path, out: str, **extra) -> Path:
     return path
 
 
-def launch(root: Path, config: Path, processes: int, *extra: str) -> subprocess.Popen:
-    """pite-train under torchrun, every rank but 0 forbidden to write under ``root`` (rank_write_guard.py)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               str(HERE / "rank_write_guard.py"), str(root), "--stage", "1", "--config", str(config), "--no-progress",
-               *extra]
+def launch(root: Path, config: Path, processes: int, *extra: str, shipped_fsdp: bool = False) -> subprocess.Popen:
+    """pite-train under torchrun (or ``accelerate launch`` with the shipped FSDP config, which
+    accelerate runs as DDP on CPU), every rank but 0 forbidden to write under ``root``."""
+    if shipped_fsdp:
+        launcher = ["accelerate.commands.launch", "--config_file", str(FSDP_CONFIG), "--mixed_precision=no",
+                    "--main_process_port=0", f"--num_processes={processes}"]
+    else:
+        launcher = ["torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = [sys.executable, "-m", *launcher, str(HERE / "rank_write_guard.py"), str(root),
+               "--stage", "1", "--config", str(config), "--no-progress", *extra]
     return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -63,14 +69,15 @@ def losses(root: Path, out: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic set, and the same run in one process and in two (the latter guarded)."""
+    """The synthetic set, and the same run in one process and in two (the latter guarded, launched
+    with the shipped FSDP config)."""
     root = tmp_path_factory.mktemp("distributed")
     generate(root / "data", videos=2, images=16, split="train", seed=3)
     one = subprocess.Popen([sys.executable, "-m", "training.train", "--stage", "1", "--config",
                             str(write_config(root, "one")), "--no-progress"], env=ENV,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     finish(one)
-    finish(launch(root, write_config(root, "two"), 2))
+    finish(launch(root, write_config(root, "two"), 2, shipped_fsdp=True))
     return root
 
 
@@ -94,7 +101,8 @@ def test_the_ranks_split_each_global_batch_and_see_no_example_twice_in_an_epoch(
                           str(HERE / "shard_probe.py"), str(size), str(batch), str(steps)],
                          env=ENV, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
-    ranks = {row["rank"]: row["steps"] for row in map(json.loads, run.stdout.splitlines())}
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{\"rank\"")]  # torchrun may print too
+    ranks = {row["rank"]: row["steps"] for row in map(json.loads, lines)}
     assert sorted(ranks) == [0, 1]
     assert all(len(indices) == batch // 2 for seen in ranks.values() for indices in seen)
     order = [i for step in range(steps) for rank in (0, 1) for i in ranks[rank][step]]
@@ -136,6 +144,13 @@ def test_resuming_with_another_number_of_processes_stops_with_a_message(
     error = capsys.readouterr().err
     assert "written by a run of 2 process(es), this run has 1; resume with 2" in error
     assert "step-000060" in error
+
+
+def test_a_global_batch_the_processes_cannot_split_stops_with_the_field_named(root: Path) -> None:
+    run = launch(root, write_config(root, "odd", batch_size=3), 2)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert "field 'batch_size' (3) is the global batch and must be a multiple of the number of processes (2)" in output
 
 
 def test_accumulation_workers_and_bf16_in_two_processes_resume_to_the_same_curve(root: Path) -> None:

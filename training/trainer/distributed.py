@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, gather_object
+from accelerate.utils import DataLoaderConfiguration, DistributedType, gather_object
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict, set_optimizer_state_dict
 
 from training.trainer import rng
@@ -31,7 +31,8 @@ def resolve_precision(requested: str) -> str:
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    """The run's accelerator; stops with the field named when ``batch_size`` cannot be split evenly.
+    """The run's accelerator; stops with the field named when ``batch_size`` cannot be split evenly,
+    and under DeepSpeed, whose optimizer the checkpoints cannot save.
 
     Without a GPU accelerate runs processes launched by ``accelerate launch``/``torchrun`` as
     one process each unless told ``cpu=True`` (then gloo, DDP: accelerate does not shard
@@ -43,6 +44,9 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
         gradient_accumulation_steps=config.grad_accum,
         mixed_precision=resolve_precision(config.mixed_precision),
     )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError("accelerate config: DeepSpeed is not supported (its ZeRO optimizer state cannot be "
+                          "checkpointed as a torch optimizer's); use training/configs/accelerate_fsdp.yaml")
     if config.batch_size % accelerator.num_processes:
         raise ConfigError(f"{config.source}: field 'batch_size' ({config.batch_size}) is the global batch and must "
                           f"be a multiple of the number of processes ({accelerator.num_processes})")

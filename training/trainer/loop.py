@@ -39,6 +39,7 @@ from training.trainer.metrics_log import MetricsLog, plot_loss_curve
 from training.trainer.sampler import ResumableBatchSampler
 
 log = get_logger(__name__)  # logs from the main process only
+LOGGED = ("loss", "lm_loss", "coord_loss", "word_accuracy")  # per step, mean over ranks (the last: stage 0)
 
 
 def _param_groups(parameters: dict[str, torch.nn.Parameter], weight_decay: float) -> list[dict]:
@@ -104,11 +105,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                     grad_norm = accelerator.clip_grad_norm_(clipped, config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
-            for key in ("loss", "lm_loss", "coord_loss", "word_accuracy"):  # the last: stage 0
-                value = getattr(outputs, key, None)
-                if value is not None:
-                    mean = accelerator.reduce(value.detach().float(), reduction="mean")
-                    sums[key] = sums.get(key, 0.0) + float(mean) / config.grad_accum
+            logged = {key: value.detach().float() for key in LOGGED if (value := getattr(outputs, key, None)) is not None}
+            means = accelerator.reduce(torch.stack(list(logged.values())), reduction="mean")  # one collective
+            for key, mean in zip(logged, means.tolist()):
+                sums[key] = sums.get(key, 0.0) + mean / config.grad_accum
         scheduler.step()
         row = {"step": step, **sums, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                "seconds": time.perf_counter() - began}
