@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,14 +19,17 @@ import psutil
 import pytest
 import torch
 import yaml
+from accelerate.utils import DistributedType
 
 from pite_ros.model import PiteForConditionalGeneration
 from training.synth import generate
 from training.train import main as train_main
+from training.trainer import distributed
+from training.trainer.config import ConfigError, TrainConfig
 from training.trainer.metrics_log import MetricsLog
 
 HERE = Path(__file__).parent
-FSDP_CONFIG = HERE.parents[1] / "training" / "configs" / "accelerate_fsdp.yaml"
+CONFIGS = HERE.parents[1] / "training" / "configs"
 STEPS = 60
 # The two processes' mean of per-rank losses (each a mean over its rows' tokens, with its own
 # dropout masks) against one process's mean over the global batch's tokens: measured at most
@@ -43,22 +48,38 @@ def write_config(root: Path, out: str, **extra) -> Path:
     return path
 
 
-def launch(root: Path, config: Path, processes: int, *extra: str, shipped_fsdp: bool = False) -> subprocess.Popen:
-    """pite-train under torchrun (or ``accelerate launch`` with the shipped FSDP config, which
-    accelerate runs as DDP on CPU), every rank but 0 forbidden to write under ``root``."""
-    if shipped_fsdp:
-        launcher = ["accelerate.commands.launch", "--config_file", str(FSDP_CONFIG), "--mixed_precision=no",
-                    "--main_process_port=0", f"--num_processes={processes}"]
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch(root: Path, config: Path, launcher: str, *extra: str) -> list[subprocess.Popen]:
+    """pite-train in 2 processes, every rank but 0 forbidden to write under ``root``, launched by
+    ``torchrun``, by ``accelerate launch`` with the shipped one-node FSDP config (``fsdp``), or
+    as two nodes of one process each on this host with the shipped multi-node config (``nodes``).
+    On CPU accelerate runs the FSDP configs as DDP."""
+    script = [str(HERE / "rank_write_guard.py"), str(root), "--stage", "1", "--config", str(config), "--no-progress",
+              *extra]
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--mixed_precision=no"]
+    if launcher == "torchrun":
+        commands = [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script]]
+    elif launcher == "fsdp":
+        commands = [[*accelerate, "--config_file", str(CONFIGS / "accelerate_fsdp.yaml"), "--num_processes=2",
+                     "--main_process_port=0", *script]]
     else:
-        launcher = ["torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = [sys.executable, "-m", *launcher, str(HERE / "rank_write_guard.py"), str(root),
-               "--stage", "1", "--config", str(config), "--no-progress", *extra]
-    return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        port = free_port()
+        commands = [[*accelerate, "--config_file", str(CONFIGS / "accelerate_fsdp_multinode.yaml"), "--num_machines=2",
+                     "--num_processes=2", f"--machine_rank={node}", "--main_process_ip=127.0.0.1",
+                     f"--main_process_port={port}", *script] for node in (0, 1)]
+    return [subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for command in commands]
 
 
-def finish(run: subprocess.Popen) -> None:
-    output, _ = run.communicate(timeout=300)
-    assert run.returncode == 0, output[-3000:]
+def finish(runs: list[subprocess.Popen]) -> None:
+    for run in runs:
+        output, _ = run.communicate(timeout=300)
+        assert run.returncode == 0, output[-3000:]
 
 
 def losses(root: Path, out: str) -> list[float]:
@@ -69,15 +90,14 @@ def losses(root: Path, out: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic set, and the same run in one process and in two (the latter guarded, launched
-    with the shipped FSDP config)."""
+    """The synthetic set, and the same run in one process and in two nodes of one process."""
     root = tmp_path_factory.mktemp("distributed")
     generate(root / "data", videos=2, images=16, split="train", seed=3)
     one = subprocess.Popen([sys.executable, "-m", "training.train", "--stage", "1", "--config",
                             str(write_config(root, "one")), "--no-progress"], env=ENV,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    finish(one)
-    finish(launch(root, write_config(root, "two"), 2, shipped_fsdp=True))
+    finish([one])
+    finish(launch(root, write_config(root, "two"), "nodes"))
     return root
 
 
@@ -122,7 +142,7 @@ def _rank_pid(run: subprocess.Popen, rank: int) -> int:
 def test_sigkill_of_one_rank_then_resume_reproduces_the_uninterrupted_run(root: Path) -> None:
     config = write_config(root, "killed")
     log = root / "killed" / "metrics.jsonl"
-    run = launch(root, config, 2)
+    [run] = launch(root, config, "torchrun")
     deadline = time.monotonic() + 240
     while len(MetricsLog.read(log)) < 25:
         assert run.poll() is None, "the run ended before it could be killed"
@@ -131,7 +151,7 @@ def test_sigkill_of_one_rank_then_resume_reproduces_the_uninterrupted_run(root: 
     os.kill(_rank_pid(run, 1), signal.SIGKILL)
     run.communicate(timeout=120)
     assert run.returncode != 0 and not (root / "killed" / "final").exists()
-    finish(launch(root, config, 2, "--resume"))
+    finish(launch(root, config, "torchrun", "--resume"))
     assert losses(root, "killed") == pytest.approx(losses(root, "two"), rel=1e-5, abs=1e-7)
 
 
@@ -146,23 +166,39 @@ def test_resuming_with_another_number_of_processes_stops_with_a_message(
     assert "step-000060" in error
 
 
-def test_a_global_batch_the_processes_cannot_split_stops_with_the_field_named(root: Path) -> None:
-    run = launch(root, write_config(root, "odd", batch_size=3), 2)
-    output, _ = run.communicate(timeout=120)
-    assert run.returncode != 0
-    assert "field 'batch_size' (3) is the global batch and must be a multiple of the number of processes (2)" in output
+class TwoProcesses:
+    """What make_accelerator reads of an accelerator launched in 2 processes."""
+
+    num_processes = 2
+    distributed_type = DistributedType.MULTI_CPU
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+
+def test_an_unsplittable_global_batch_or_deepspeed_stops_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distributed, "Accelerator", TwoProcesses)
+    config = TrainConfig(stage=1, model="tiny", output_dir="-", data=[], batch_size=3, source="s.yaml")
+    message = "s.yaml: field 'batch_size' (3) is the global batch and must be a multiple of the number of processes (2)"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        distributed.make_accelerator(config)
+    config.batch_size = 4
+    assert distributed.make_accelerator(config).num_processes == 2
+    monkeypatch.setattr(TwoProcesses, "distributed_type", DistributedType.DEEPSPEED)
+    with pytest.raises(ConfigError, match="DeepSpeed is not supported"):
+        distributed.make_accelerator(config)
 
 
 def test_accumulation_workers_and_bf16_in_two_processes_resume_to_the_same_curve(root: Path) -> None:
     precision = "bf16" if torch.cpu._is_avx512_bf16_supported() else "no"  # else emulated: slow, and no test of it
     config = write_config(root, "accumulated", max_steps=6, save_every=3, batch_size=2, grad_accum=2, num_workers=1,
                           mixed_precision=precision)
-    finish(launch(root, config, 2))
+    finish(launch(root, config, "fsdp"))
     whole = losses(root, "accumulated")
     checkpoints = root / "accumulated" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000003", "step-000006"]
     shutil.rmtree(checkpoints / "step-000006")  # as if killed between the checkpoints of steps 3 and 6
     shutil.rmtree(root / "accumulated" / "final")
-    finish(launch(root, config, 2, "--resume"))
+    finish(launch(root, config, "fsdp", "--resume"))
     assert losses(root, "accumulated") == pytest.approx(whole, rel=1e-5, abs=1e-7)
     assert (root / "accumulated" / "final" / "model.safetensors").is_file()
