@@ -4,9 +4,10 @@
 ``batch_size`` is the global batch: accelerate splits each batch of the sampler among the
 processes (``split_batches``), so a config means the same optimisation, batch order and
 resume point on any number of processes. Under FSDP a rank holds only a shard of the weights
-and of the optimizer's moments: ``accelerator.get_state_dict`` and torch's distributed
-``state_dict`` API gather them, which every rank must call (collectives) even though only the
-main process writes files. Plain single-process and DDP runs take the same path.
+and of the optimizer's moments: torch's distributed ``state_dict`` API (checkpoints: the
+trainable tensors only) and ``accelerator.get_state_dict`` (the final model) gather them,
+which every rank must call (collectives) even though only the main process writes files.
+Plain single-process and DDP runs take the same path.
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, gather_object
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict, set_optimizer_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 from training.trainer import rng
 from training.trainer.build import build_model_for_stage
+from training.trainer.checkpoint import save_checkpoint
 from training.trainer.config import ConfigError, TrainConfig
 
 
@@ -53,30 +60,42 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     return accelerator
 
 
-def rng_states(accelerator: Accelerator) -> list[dict]:
-    """Every rank's random state, in rank order (a collective: every rank calls it)."""
-    return gather_object([rng.capture()])
-
-
-def full_trainable_state(accelerator: Accelerator, model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    """The whole trainable tensors ``names`` on the main process (empty elsewhere under FSDP)."""
-    state = accelerator.get_state_dict(model)
-    return {name: state[name] for name in names} if accelerator.is_main_process else {}
-
-
-def _optimizer_options(**extra: bool) -> StateDictOptions:
-    return StateDictOptions(full_state_dict=True, **extra)
+def _full(**extra: bool) -> StateDictOptions:
+    """Whole tensors, gathered to the main process's CPU (other ranks get nothing)."""
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, **extra)
 
 
 def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The optimizer's whole state keyed by parameter name, on the main process (a collective)."""
-    return get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer),
-                                    options=_optimizer_options(cpu_offload=True))
+    return get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), options=_full())
+
+
+def save_full_checkpoint(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    names: list[str],
+    root: Path,
+    step: int,
+    keep: int,
+) -> None:
+    """Gather the trainable weights ``names``, the optimizer's moments and every rank's random
+    state, and write checkpoint ``step`` from the main process. Every rank must call it (the
+    gathers are collectives); none returns before the checkpoint is complete."""
+    weights = get_model_state_dict(model, options=_full(ignore_frozen_params=True))  # the frozen 7B stay put
+    optimizer_state = full_optimizer_state(model, optimizer)
+    random_states = gather_object([rng.capture()])
+    if accelerator.is_main_process:
+        save_checkpoint(root, step, {name: weights[name] for name in names}, optimizer_state, scheduler.state_dict(),
+                        random_states, keep)
+    accelerator.wait_for_everyone()
 
 
 def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Load a ``full_optimizer_state`` into a prepared model's optimizer (each rank takes its shard)."""
-    set_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), state, options=_optimizer_options())
+    set_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), state,
+                             options=StateDictOptions(full_state_dict=True))
 
 
 def save_final_model(accelerator: Accelerator, model: torch.nn.Module, config: TrainConfig, directory: Path) -> None:

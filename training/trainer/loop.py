@@ -23,18 +23,11 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from training.trainer.build import build_model_for_stage, build_training_set, stage_loss_kwargs
-from training.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.trainer.checkpoint import latest_checkpoint, load_checkpoint
 from training.trainer import rng
 from training.trainer.config import TrainConfig
 from training.trainer.data import clip_groups
-from training.trainer.distributed import (
-    full_optimizer_state,
-    full_trainable_state,
-    load_optimizer_state,
-    make_accelerator,
-    rng_states,
-    save_final_model,
-)
+from training.trainer.distributed import load_optimizer_state, make_accelerator, save_final_model, save_full_checkpoint
 from training.trainer.metrics_log import MetricsLog, plot_loss_curve
 from training.trainer.sampler import ResumableBatchSampler
 
@@ -117,13 +110,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if step % config.save_every == 0 or step == config.max_steps:
-            trainable = full_trainable_state(accelerator, model, list(parameters))
-            optimizer_state = full_optimizer_state(model, optimizer)
-            random_states = rng_states(accelerator)
-            if accelerator.is_main_process:
-                save_checkpoint(checkpoints, step, trainable, optimizer_state, scheduler.state_dict(), random_states,
-                                config.keep_checkpoints)
-            accelerator.wait_for_everyone()  # no rank runs ahead of a checkpoint it might need
+            save_full_checkpoint(accelerator, model, optimizer, scheduler, list(parameters), checkpoints, step,
+                                 config.keep_checkpoints)
     bar.close()
     final = output / "final"
     save_final_model(accelerator, model, config, final)
