@@ -1,8 +1,8 @@
 """Under ``torchrun``: which dataset indices does each rank get in pite-train's loader?
 
 Builds the run's accelerator (``make_accelerator``) and a DataLoader over the indices
-themselves with the run's ``ResumableBatchSampler``, prepares it as ``train`` does, and
-prints one JSON line per rank: ``{"rank": r, "steps": [[indices of step 1], ...]}``.
+themselves with the run's ``ResumableBatchSampler``, prepares it as ``train`` does, and the
+main process prints one JSON line: each rank's indices per step, ``[[[step 1], ...], ...]``.
 Usage: ``shard_probe.py DATASET_SIZE BATCH_SIZE STEPS``.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
 from training.trainer.config import DataSpec, TrainConfig
@@ -25,5 +26,6 @@ if __name__ == "__main__":
     sampler = ResumableBatchSampler(size, batch_size, seed=0)
     loader = accelerator.prepare(DataLoader(list(range(size)), batch_sampler=sampler))
     batches = iter(loader)
-    seen = [next(batches).tolist() for _ in range(steps)]
-    print(json.dumps({"rank": accelerator.process_index, "steps": seen}), flush=True)
+    seen = gather_object([[next(batches).tolist() for _ in range(steps)]])  # rank order
+    if accelerator.is_main_process:
+        print(json.dumps(seen), flush=True)
