@@ -1,6 +1,7 @@
-"""pite-train in 2 CPU processes (torchrun, gloo): the one-process run's loss curve, sharded data,
-files from the main process only, SIGKILL of a rank + --resume, and accumulation, loader
-workers and bf16 under resume. Tiny model, stage 1, a few dozen steps: seconds per run."""
+"""pite-train in 2 CPU processes (gloo; launched by torchrun and by accelerate launch with the
+shipped one-node and multi-node configs): the one-process run's loss curve, sharded data, files
+from the main process only, SIGKILL of a rank + --resume, another process count refused, and
+accumulation, loader workers and bf16 under resume. Tiny model, stage 1, a few dozen steps."""
 
 from __future__ import annotations
 
