@@ -3,7 +3,8 @@
 Stage 0 (optional) pre-trains the vision tower where no pretrained one can be had
 (``training.trainer.tower_pretraining``).
 
-The same command runs single-process on a CPU and multi-GPU under ``accelerate launch``.
+The same command runs single-process on a CPU and multi-process under ``accelerate launch``
+or ``torchrun`` (training/README.md); only the main process writes files and prints.
 Command-line values override the config file's; ``--resume`` continues from the newest
 checkpoint in the output directory (or starts fresh when there is none).
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+from accelerate import PartialState
 
 from pite_ros.model.stages import STAGE_TRAINABLE
 from training.trainer.checkpoint import ResumeError
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ResumeError) as error:
         print(f"pite-train: {error}", file=sys.stderr)
         return 2
-    print(f"stage {config.stage} done: {final}")
+    if PartialState().is_main_process:
+        print(f"stage {config.stage} done: {final}")
     return 0
 
 

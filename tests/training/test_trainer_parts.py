@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from training.trainer import rng
 from training.trainer.checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
 from training.trainer.config import ConfigError, config_from_dict, load_config
+from training.trainer.distributed import full_optimizer_state, load_optimizer_state
 from training.trainer.metrics_log import MetricsLog
 from training.trainer.sampler import ResumableBatchSampler
 
@@ -87,26 +91,42 @@ def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     optimizer.zero_grad()
 
 
+def _draws() -> tuple:
+    return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+
+def test_rng_capture_and_restore_replay_python_numpy_and_torch() -> None:
+    state = json.loads(json.dumps(rng.capture()))  # as stored in a checkpoint
+    expected = _draws()
+    assert _draws() != expected
+    rng.restore(state)
+    assert _draws() == expected
+
+
 def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path: Path) -> None:
     model, optimizer = _model_and_optimizer(0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
     _step(model, optimizer)
     scheduler.step()
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    states = [rng.capture(), {"rank": 1}]  # two ranks' random states
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, trainable, optimizer, scheduler, keep=2)
+        save_checkpoint(tmp_path, step, trainable, full_optimizer_state(model, optimizer), scheduler.state_dict(),
+                        states, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002", "step-000003"]
-    expected_rng = torch.rand(3)
+    expected_draws = _draws()
 
     restored, restored_optimizer = _model_and_optimizer(0)  # same frozen weights, as a re-built run has
     restored_trainable = {n: p for n, p in restored.named_parameters() if p.requires_grad}
     with torch.no_grad():
         for parameter in restored_trainable.values():
             parameter.add_(1.0)
-    state = load_checkpoint(latest_checkpoint(tmp_path), restored_trainable, restored_optimizer)
-    assert state.step == 3 and state.scheduler["last_epoch"] == 1
-    torch.set_rng_state(state.torch_rng)
-    assert torch.equal(torch.rand(3), expected_rng)
+    torch.optim.lr_scheduler.LambdaLR(restored_optimizer, lambda step: 1.0)  # built before the load, as in train()
+    state = load_checkpoint(latest_checkpoint(tmp_path), restored_trainable, processes=2)
+    load_optimizer_state(restored, restored_optimizer, state.optimizer)
+    assert state.step == 3 and state.scheduler["last_epoch"] == 1 and state.rng[1] == {"rank": 1}
+    rng.restore(state.rng[0])
+    assert _draws() == expected_draws
     for name, parameter in trainable.items():
         assert torch.equal(restored_trainable[name], parameter)
     _step(model, optimizer)
@@ -119,15 +139,18 @@ def test_a_torn_or_mismatched_checkpoint_is_refused_by_name(tmp_path: Path) -> N
     model, optimizer = _model_and_optimizer(0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    path = save_checkpoint(tmp_path, 5, trainable, optimizer, scheduler, keep=1)
+    path = save_checkpoint(tmp_path, 5, trainable, full_optimizer_state(model, optimizer), scheduler.state_dict(),
+                           [rng.capture()], keep=1)
     (tmp_path / ".step-000006.tmp-123").mkdir()  # a write killed before its rename
     assert latest_checkpoint(tmp_path) == path
     fewer = {n: p for n, p in list(trainable.items())[:1]}
     with pytest.raises(ResumeError, match="trainable parameters differ"):
-        load_checkpoint(path, fewer, optimizer)
+        load_checkpoint(path, fewer, processes=1)
+    with pytest.raises(ResumeError, match=re.escape("written by a run of 1 process(es), this run has 4")):
+        load_checkpoint(path, trainable, processes=4)
     (path / "trainable.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ResumeError, match=re.escape(str(path))):
-        load_checkpoint(path, trainable, optimizer)
+        load_checkpoint(path, trainable, processes=1)
 
 
 def test_metrics_log_is_cut_back_to_the_resumed_step(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ worker writes its video's files itself, so a killed run loses at most the videos
 a re-run skips every video with a record (and, unless ``retry_failed``, with a failure).
 A crashed worker process (killed, out of memory) breaks the pool: the pool is rebuilt and
 the videos that were in flight are tried again; one in flight during ``MAX_CRASHES``
-crashes is recorded as ``worker crashed``.
+crashes is recorded as ``worker crashed``. With Ray, ``workers`` is the CPU count of the
+local cluster started when no address is given; Ray retries the tasks of dead workers.
 """
 
 from __future__ import annotations
@@ -164,8 +165,10 @@ def run(
             summary.skipped += 1
         else:
             pending.append(item)
+    if use_ray:
+        summary.workers = _start_ray(ray_address, workers)
     execute = _run_ray if use_ray else _run_local
-    for stats in execute(pending, config, str(folder), workers, ray_address, progress):
+    for stats in execute(pending, config, str(folder), summary.workers, ray_address, progress):
         _add(summary, stats)
         summary.done_now += 1
     merge(folder, order)
@@ -274,17 +277,29 @@ def _crashed(task: VideoTask, out: str) -> dict:
             "seconds": dict.fromkeys(STAGES, 0.0)}
 
 
-def _run_ray(
-    tasks: list[VideoTask], config: AnnotateConfig, out: str, workers: int, address: str | None, progress: bool
-) -> Iterable[dict]:
-    """The same ``process_task`` as Ray tasks (``ray.init(address)``); Ray retries tasks of dead workers."""
+def _start_ray(address: str | None, workers: int) -> int:
+    """Join the Ray cluster at ``address``, or start a local one of ``workers`` CPUs; return its CPU
+    count, the number of videos it annotates at once (a task takes one CPU)."""
     try:
         import ray
     except ImportError:
         raise SystemExit("--ray needs Ray: pip install 'pite_ros[ray]' (or pip install ray)") from None
-    ray.init(address=address, ignore_reinit_error=True)
+    if address is None:
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, ignore_reinit_error=True)
+    else:
+        ray.init(address=address, ignore_reinit_error=True)
+    return int(ray.cluster_resources().get("CPU", workers))
+
+
+def _run_ray(
+    tasks: list[VideoTask], config: AnnotateConfig, out: str, workers: int, _address: str | None, progress: bool
+) -> Iterable[dict]:
+    """The same ``process_task`` as Ray tasks on the cluster ``_start_ray`` joined, ``workers`` CPUs;
+    Ray retries the task of a dead worker. Leaves the cluster (a local one stops) when done."""
+    import ray
+
     remote = ray.remote(max_retries=MAX_CRASHES)(process_task)
-    in_flight_limit = max(workers, int(ray.cluster_resources().get("CPU", workers))) * 2
+    in_flight_limit = 2 * workers
     queue = list(reversed(tasks))
     running: dict = {}
     bar = tqdm(total=len(tasks), desc="annotate (ray)", unit="video", disable=not progress)
@@ -303,3 +318,4 @@ def _run_ray(
                 bar.update()
     finally:
         bar.close()
+        ray.shutdown()
