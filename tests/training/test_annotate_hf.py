@@ -16,7 +16,7 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 
-from tiny_hf import TINY_VISION, clip_tokenizer, owlv2, tiny_text  # noqa: E402
+from tiny_hf import LETTERS, TINY_VISION, clip_tokenizer, owlv2, tiny_text  # noqa: E402
 
 from training.annotate.segmenters import build_segmenter  # noqa: E402
 

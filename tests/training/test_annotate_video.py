@@ -196,11 +196,13 @@ def test_stage2_keeps_the_lowest_instance_and_refuses_a_repeated_one(tmp_path: P
 def test_cli_runs_sam3_video_and_stage_2_trains_on_its_records(folders: dict[str, Path], synth: Path,
                                                              tmp_path: Path) -> None:
     out = tmp_path / "ann"
-    cli_main(["run", str(synth / "stage2.jsonl"), "--out", str(out), "--segmenter", "sam3-video",
-              "--model-dir", str(folders["sam3"]), "--max-instances", "2", "--max-track-frames", "12",
-              "--no-progress"])
+    first_two = (synth / "stage2.jsonl").read_text().splitlines()[:2]
+    (tmp_path / "two.jsonl").write_text("".join(line + "\n" for line in first_two))
+    cli_main(["run", str(tmp_path / "two.jsonl"), "--media-root", str(synth), "--out", str(out),
+              "--segmenter", "sam3-video", "--model-dir", str(folders["sam3"]), "--max-instances", "2",
+              "--max-track-frames", "12", "--no-progress"])
     records = [json.loads(line) for line in (out / "annotations.jsonl").read_text().splitlines()]
-    assert len(records) == 3
+    assert len(records) == 2
     for record in records:
         by_span: dict[tuple[int, int], list[int]] = {}
         for phrase in record["phrases"]:
@@ -213,3 +215,49 @@ def test_cli_runs_sam3_video_and_stage_2_trains_on_its_records(folders: dict[str
     assert train_main(["--stage", "2", "--config", str(tmp_path / "stage2.yaml"), "--no-progress"]) == 0
     rows = MetricsLog.read(tmp_path / "stage2" / "metrics.jsonl")
     assert [row["step"] for row in rows] == [1, 2] and all(row["loss"] > 0 for row in rows)
+
+
+def test_the_back_ends_match_the_processors_where_torchvision_imports(folders: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """Sam3VideoProcessor / Sam2VideoProcessor (torchvision) against the back-ends' own steps, same model."""
+    pytest.importorskip("torchvision")
+    import shutil
+
+    import torch
+    import transformers as t
+
+    frames = np.random.default_rng(1).integers(0, 255, (8, 120, 160, 3), dtype=np.uint8)
+    frames[:, 30:90, 40:100] = (200, 30, 30)
+    sam3 = Path(shutil.copytree(folders["sam3"], tmp_path / "sam3"))
+    video = t.Sam2VideoVideoProcessor(size={"height": 56, "width": 56}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    t.Sam3VideoProcessor(image_processor=t.Sam3ImageProcessor(size={"height": 56, "width": 56}), video_processor=video,
+                         tokenizer=t.AutoTokenizer.from_pretrained(sam3)).save_pretrained(sam3)
+    ours, processor = build_segmenter("sam3-video", model_dir=str(sam3)), t.Sam3VideoProcessor.from_pretrained(sam3)
+    session = processor.add_text_prompt(processor.init_video_session(video=frames), "a red circle")
+    theirs: dict[int, np.ndarray] = {}
+    for output in ours.model.propagate_in_video_iterator(inference_session=session):
+        post = processor.postprocess_outputs(session, output)
+        for object_id, mask in zip(post["object_ids"].tolist(), post["masks"]):
+            theirs.setdefault(object_id, np.zeros(frames.shape[:3], dtype=bool))[output.frame_idx] = mask.numpy()
+    mine = ours.instances(frames, "a red circle")
+    assert len(mine) == len(theirs) > 0
+    for a, b in zip(mine, (theirs[k] for k in sorted(theirs))):
+        assert (a & b).sum() / (a | b).sum() > 0.99
+
+    sam2 = Path(shutil.copytree(folders["sam2"], tmp_path / "sam2"))
+    square = {"height": 64, "width": 64}
+    t.Sam2VideoProcessor(image_processor=t.Sam2ImageProcessor(size=square),
+                         video_processor=t.Sam2VideoVideoProcessor(size=square)).save_pretrained(sam2)
+    ours2 = build_segmenter("sam2-video", model_dir=str(folders["owlv2"]), sam_dir=str(sam2), threshold=0.0)
+    processor2 = t.Sam2VideoProcessor.from_pretrained(sam2)
+    start, box = 3, [40.0, 30.0, 99.0, 89.0]  # the red square, from the middle of the clip
+    session = processor2.init_video_session(video=frames)
+    processor2.add_inputs_to_inference_session(session, frame_idx=start, obj_ids=1, input_boxes=[[box]])
+    reference = np.zeros(frames.shape[:3], dtype=bool)
+    with torch.inference_mode():
+        for reverse in (False, True):
+            for output in ours2.model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=reverse):
+                reference[output.frame_idx] = processor2.post_process_masks(
+                    [output.pred_masks], original_sizes=[[120, 160]])[0][0, 0].numpy()
+    found = ours2.propagate(frames, start, box)
+    assert found.any(axis=(1, 2)).all() and (found & reference).sum() / (found | reference).sum() > 0.99

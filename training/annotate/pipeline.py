@@ -4,11 +4,12 @@ PiTe-143k (REFERENCE.md, "the automatic annotation pipeline"): noun phrases of t
 a mask per phrase in the frames, points inside each mask tracked through the clip into
 trajectories with visibility. A back-end that separates a phrase's objects (``sam3-video``)
 gives several instances; each is tracked on its own and becomes its own phrase entry with an
-``instance`` index (0 = the most visible, ``segment_instances``; at most ``max_instances``). Tracking runs over every decoded frame between the first and
-the last of the N uniformly sampled frames (or every k-th frame when there are more than
-``max_track_frames``; the sampled frames are always kept), and the record reports the N
-sampled ones. Frames larger than ``max_side`` are downscaled first; coordinates are
-normalised as ``(x + 0.5) / width`` (pixel centres at integers, as ``training.synth``).
+``instance`` index (0 = the most visible, ``segment_instances``; at most ``max_instances``).
+Tracking runs over every decoded frame between the first and the last of the N uniformly
+sampled frames (or every k-th frame when there are more than ``max_track_frames``; the
+sampled frames are always kept), and the record reports the N sampled ones. Frames larger
+than ``max_side`` are downscaled first; coordinates are normalised as ``(x + 0.5) / width``
+(pixel centres at integers, as ``training.synth``).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Reads ``gt/<id>.npz|json`` (``training.synth.load_ground_truth``) and matches a 
 the object whose colour AND shape words it contains (a size word breaks a tie; still
 ambiguous or unmatched: no mask). As an instance segmenter (``instances``) it returns every
 object the phrase's words fit instead: the named colour and/or shape (at least one named),
-narrowed by a size word; so "the circles" gives each circle, as a video segmenter would. ``gt_dir`` defaults to ``<video folder>/../gt``, the
-layout ``pite-synth`` writes (``videos/``, ``gt/``).
+narrowed by a size word; so "the circles" gives each circle, as a video segmenter would.
+``gt_dir`` defaults to ``<video folder>/../gt``, the layout ``pite-synth`` writes
+(``videos/``, ``gt/``).
 """
 
 from __future__ import annotations

@@ -15,11 +15,13 @@ it samples the points inside the masks, drops a point that leaves them and re-se
 Weights: a ``save_pretrained`` folder or a Hub id (``hf.weights_source``).
 
 ``Sam3VideoProcessor`` and ``Sam2VideoProcessor`` need torchvision, which does not import
-beside the pinned torch, so their steps are done here with the numbers of the processor config
-saved with the weights: frames resized to the model's square (bilinear, antialiased), rescaled
-and normalised; the phrase tokenised to 32 tokens; mask logits upsampled bilinearly to the
-frame and thresholded at 0; where SAM 3's objects overlap, the pixel goes to the object of
-the highest tracker score (``Sam3VideoProcessor.postprocess_outputs``).
+beside the pinned torch, so their steps are done here with the numbers of the processor
+config saved with the weights: frames resized to the model's square (bilinear, antialiased,
+on uint8 as torchvision does), rescaled and normalised; the phrase tokenised to 32 tokens;
+mask logits upsampled bilinearly to the frame and thresholded at 0; where SAM 3's objects
+overlap, the pixel goes to the object of the highest tracker score (as
+``Sam3VideoProcessor.postprocess_outputs``). Where torchvision imports, a test checks these
+steps against the processors themselves.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class FramePreprocessing:
             if "height" in size and "width" in size:
                 return cls((int(size["height"]), int(size["width"])), tuple(config.get("image_mean", (0.5,) * 3)),
                            tuple(config.get("image_std", (0.5,) * 3)), float(config.get("rescale_factor", 1 / 255)))
-        raise FileNotFoundError(f"{source}: no processor config with a frame size ({', '.join(n for n, _ in CONFIG_FILES)})")
+        names = ", ".join(name for name, _ in CONFIG_FILES)
+        raise FileNotFoundError(f"{source}: no processor config with a frame size ({names})")
 
     def pixels(self, frames: np.ndarray) -> Any:
         """``frames`` ``(T, H, W, 3)`` uint8 RGB -> ``(T, 3, height, width)`` float32 tensor."""
@@ -79,20 +82,17 @@ class FramePreprocessing:
         chunks = []
         for start in range(0, len(frames), FRAME_CHUNK):
             batch = torch.from_numpy(np.ascontiguousarray(frames[start : start + FRAME_CHUNK])).permute(0, 3, 1, 2)
-            resized = F.interpolate(batch.float(), size=self.size, mode="bilinear", antialias=True, align_corners=False)
-            chunks.append((resized * self.rescale - mean) / std)
+            # On uint8, as torchvision resizes the processors' frames (rounded to uint8: the same values).
+            resized = F.interpolate(batch, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+            chunks.append((resized.float() * self.rescale - mean) / std)
         return torch.cat(chunks)
 
 
-def upsample(logits: Any, size: tuple[int, int], via: tuple[int, int] | None = None) -> np.ndarray:
-    """Mask logits ``(K, h, w)`` -> ``(K, *size)`` bool (logit > 0), bilinear; ``via`` an intermediate
-    size (SAM 2's processor goes through the model's input square first)."""
+def upsample(logits: Any, size: tuple[int, int]) -> np.ndarray:
+    """Mask logits ``(K, h, w)`` -> ``(K, *size)`` bool (logit > 0), bilinear, as both processors do."""
     import torch.nn.functional as F
 
-    scaled = logits.float().unsqueeze(1)
-    for target in (via, size):
-        if target is not None:
-            scaled = F.interpolate(scaled, size=target, mode="bilinear", align_corners=False)
+    scaled = F.interpolate(logits.float().unsqueeze(1), size=size, mode="bilinear", align_corners=False)
     return (scaled.squeeze(1) > 0).cpu().numpy()
 
 
@@ -182,13 +182,17 @@ class Sam2Video(VideoInstances):
         return None
 
     def instances(self, frames: np.ndarray, phrase: str, context: ClipContext | None = None) -> list[np.ndarray]:
-        import torch
-        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
-
         first = self.first_box(frames, phrase)
         if first is None:
             return []
-        start, box = first
+        masks = self.propagate(frames, *first)
+        return [masks] if masks.any() else []
+
+    def propagate(self, frames: np.ndarray, start: int, box: list[float]) -> np.ndarray:
+        """``(T, H, W)`` masks of the object in ``box`` (pixels ``[x0, y0, x1, y1]``) at frame ``start``."""
+        import torch
+        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
         height, width = frames.shape[1:3]
         session = Sam2VideoInferenceSession(
             video=self.preprocessing.pixels(frames), video_height=height, video_width=width,
@@ -197,7 +201,8 @@ class Sam2Video(VideoInstances):
         )
         # The box as SAM 2's two corner points (labels 2 and 3), in the model's input square.
         side_y, side_x = self.preprocessing.size
-        corners = torch.tensor(box, dtype=torch.float32).view(1, 1, 2, 2) * torch.tensor([side_x / width, side_y / height])
+        scale = torch.tensor([side_x / width, side_y / height])
+        corners = torch.tensor(box, dtype=torch.float32).view(1, 1, 2, 2) * scale
         session.add_point_inputs(session.obj_id_to_idx(1), start,
                                  {"point_coords": corners, "point_labels": torch.tensor([[[2, 3]]], dtype=torch.int32)})
         session.obj_with_new_inputs = [1]
@@ -205,9 +210,8 @@ class Sam2Video(VideoInstances):
         with torch.inference_mode():
             for reverse in (False, True):
                 for output in self.model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=reverse):
-                    masks[output.frame_idx] = upsample(output.pred_masks[:, 0], (height, width),
-                                                       via=self.preprocessing.size)[0]
-        return [masks] if masks.any() else []
+                    masks[output.frame_idx] = upsample(output.pred_masks[:, 0], (height, width))[0]
+        return masks
 
 
 @register("sam3-video")
