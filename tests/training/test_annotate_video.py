@@ -193,6 +193,13 @@ def test_stage2_keeps_the_lowest_instance_and_refuses_a_repeated_one(tmp_path: P
     assert fields == ["phrases[0].instance", "phrases[1].instance"]
 
 
+def test_cli_names_missing_weights_before_any_video(tmp_path: Path) -> None:
+    for back_end in (["sam3-video"], ["sam2-video", "--sam-dir", "owner/sam2"]):
+        with pytest.raises(SystemExit, match="absent does not exist"):
+            cli_main(["run", str(tmp_path / "in.jsonl"), "--out", str(tmp_path), "--segmenter", *back_end,
+                      "--model-dir", str(tmp_path / "absent")])
+
+
 def test_cli_runs_sam3_video_and_stage_2_trains_on_its_records(folders: dict[str, Path], synth: Path,
                                                              tmp_path: Path) -> None:
     out = tmp_path / "ann"

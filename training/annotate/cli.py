@@ -18,6 +18,7 @@ from pathlib import Path
 from training.annotate.pipeline import AnnotateConfig
 from training.annotate.records import safe_name
 from training.annotate.segmenters import available
+from training.annotate.segmenters.hf import weights_source
 from training.annotate.tracking import TrackerConfig
 
 
@@ -60,6 +61,11 @@ def config_from(args: argparse.Namespace) -> AnnotateConfig:
             if not args.sam_dir:
                 raise SystemExit(f"--segmenter {args.segmenter} needs --sam-dir")
             options["sam_dir"] = args.sam_dir
+        for source in filter(None, (args.model_dir, options.get("sam_dir"))):
+            try:
+                weights_source(str(source))  # a missing folder stops the run here, not each video
+            except FileNotFoundError as error:
+                raise SystemExit(str(error)) from None
     if args.max_instances < 1:
         raise SystemExit(f"--max-instances must be at least 1, got {args.max_instances}")
     return AnnotateConfig(
