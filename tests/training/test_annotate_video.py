@@ -25,7 +25,7 @@ from training.annotate.records import VideoTask  # noqa: E402
 from training.annotate.runner import run  # noqa: E402
 from training.annotate.segmenters import build_segmenter, segment_instances  # noqa: E402
 from training.annotate.segmenters.hf import Owlv2Boxes  # noqa: E402
-from training.annotate.segmenters.video import exclusive  # noqa: E402
+from training.annotate.segmenters.video import FramePreprocessing, exclusive  # noqa: E402
 from training.annotate.tracking import TrackerConfig  # noqa: E402
 from training.datasets.stage2 import TrajectoryCaptionDataset  # noqa: E402
 from training.synth import generate, load_ground_truth  # noqa: E402
@@ -71,6 +71,17 @@ def test_sam3_video_gives_non_overlapping_instances_over_every_frame(folders: di
 def test_sam3_video_threshold_overrides_the_checkpoints(folders: dict[str, Path]) -> None:
     strict = build_segmenter("sam3-video", model_dir=str(folders["sam3"]), threshold=1.0)  # scores never exceed 1
     assert strict.instances(FRAMES, "a red circle") == [] and strict.segment(FRAMES, "a red circle") is None
+
+
+def test_frame_settings_come_from_either_processor_layout(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no processor config with a frame size, mean and std"):
+        FramePreprocessing.from_pretrained(str(tmp_path))
+    settings = {"size": {"height": 8, "width": 6}, "image_mean": [0.1] * 3, "image_std": [0.2] * 3}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(settings))  # the older, separate file
+    read = FramePreprocessing.from_pretrained(str(tmp_path))
+    assert read == FramePreprocessing((8, 6), (0.1,) * 3, (0.2,) * 3)
+    pixels = read.pixels(np.full((3, 16, 12, 3), 51, dtype=np.uint8))
+    assert tuple(pixels.shape) == (3, 3, 8, 6) and np.allclose(pixels.numpy(), (0.2 - 0.1) / 0.2)
 
 
 def test_exclusive_gives_a_shared_pixel_to_the_higher_score() -> None:

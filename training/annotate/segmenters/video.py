@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from training.annotate.segmenters.base import ClipContext, register
 from training.annotate.segmenters.hf import build_detector, pretrained, weights_source
 
 TEXT_LENGTH = 32  # Sam3VideoProcessor pads every prompt to 32 tokens
-FRAME_CHUNK = 16  # frames resized at once (bounds the memory of the float copies)
+FRAME_CHUNK = 16  # frames resized at once (bounds the memory of the intermediate copies)
 # Where a processor's frame settings lie, in the order looked for: the processor file of
 # transformers 5 (its "video_processor" part), then the separate files of older layouts.
 CONFIG_FILES = (("processor_config.json", "video_processor"), ("video_preprocessor_config.json", None),
@@ -63,14 +64,14 @@ class FramePreprocessing:
                 found = cached_file(path, name, local_files_only=local, _raise_exceptions_for_missing_entries=False)
             except OSError as error:
                 raise FileNotFoundError(f"{source}: {name} cannot be had: {str(error).splitlines()[0]}") from None
-            config = json.loads(open(found, encoding="utf-8").read()) if found else {}
-            config = config.get(part, {}) if part else config
+            config = json.loads(Path(found).read_text(encoding="utf-8")) if found else {}
+            config = (config.get(part) or {}) if part else config
             size = config.get("size") or {}
-            if "height" in size and "width" in size:
-                return cls((int(size["height"]), int(size["width"])), tuple(config.get("image_mean", (0.5,) * 3)),
-                           tuple(config.get("image_std", (0.5,) * 3)), float(config.get("rescale_factor", 1 / 255)))
+            if {"height", "width"} <= set(size) and {"image_mean", "image_std"} <= set(config):
+                return cls((int(size["height"]), int(size["width"])), tuple(config["image_mean"]),
+                           tuple(config["image_std"]), float(config.get("rescale_factor", 1 / 255)))
         names = ", ".join(name for name, _ in CONFIG_FILES)
-        raise FileNotFoundError(f"{source}: no processor config with a frame size ({names})")
+        raise FileNotFoundError(f"{source}: no processor config with a frame size, mean and std ({names})")
 
     def pixels(self, frames: np.ndarray) -> Any:
         """``frames`` ``(T, H, W, 3)`` uint8 RGB -> ``(T, 3, height, width)`` float32 tensor."""
