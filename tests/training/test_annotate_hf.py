@@ -6,8 +6,9 @@ the frames' shape and dtype); random weights say nothing about quality.
 
 from __future__ import annotations
 
-import json
-import string
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +16,11 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 
+from tiny_hf import LETTERS, TINY_VISION, clip_tokenizer, owlv2, tiny_text  # noqa: E402
+
 from training.annotate.segmenters import build_segmenter  # noqa: E402
 
-LETTERS = list(string.ascii_lowercase)
 FRAMES = np.random.default_rng(0).integers(0, 255, (2, 48, 64, 3), dtype=np.uint8)
-
-
-def clip_tokenizer(folder: Path) -> tuple[object, int]:
-    """A CLIP BPE tokenizer over single letters ("!" first: OWL pads with id 0)."""
-    tokens = ["!", "<|startoftext|>", "<|endoftext|>", "<unk>"] + LETTERS + [c + "</w>" for c in LETTERS]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")), len(tokens)
-
-
-def tiny_text(vocab: int) -> dict:
-    return dict(vocab_size=vocab, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-
-
-TINY_VISION = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32,
-                   patch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +40,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     images = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
     transformers.CLIPSegProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folders["clipseg"])
 
-    tokenizer, vocab = clip_tokenizer(folders["owlv2"])
-    config = transformers.Owlv2Config(text_config=tiny_text(vocab), vision_config=TINY_VISION, projection_dim=32)
-    transformers.Owlv2ForObjectDetection(config).save_pretrained(folders["owlv2"])
-    images = transformers.Owlv2ImageProcessor(size={"height": 32, "width": 32})
-    transformers.Owlv2Processor(image_processor=images, tokenizer=tokenizer).save_pretrained(folders["owlv2"])
+    owlv2(folders["owlv2"])
 
     config = transformers.SamConfig(
         vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16,
@@ -118,6 +99,16 @@ def test_grounding_dino_sam(models: dict[str, Path]) -> None:
     _check(segmenter.segment(FRAMES, "a red circle"))
 
 
-def test_nothing_is_downloaded(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
+def test_a_missing_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="absent does not exist"):
         build_segmenter("clipseg", model_dir=str(tmp_path / "absent"))
+
+
+def test_a_hub_id_that_cannot_be_had_is_named(tmp_path: Path) -> None:
+    """Offline (HF_HUB_OFFLINE=1) with an empty cache: one error naming the id, no traceback from the hub."""
+    code = ("from training.annotate.segmenters import build_segmenter\n"
+            "try:\n    build_segmenter('sam3-video', model_dir='nobody/no-such-model')\n"
+            "except FileNotFoundError as error:\n    print(error)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "Hub id (not in the cache, or no network) nobody/no-such-model" in result.stdout, result.stderr[-2000:]

@@ -57,7 +57,8 @@ def test_records_follow_the_stage2_schema(synth: Path, annotated) -> None:
         assert (n, p) == (8, 8) and (record["width"], record["height"]) == (128, 128)
         assert record["phrases"]
         for phrase in record["phrases"]:
-            assert set(phrase) == {"text", "span", "trajectory", "visibility"}
+            assert set(phrase) == {"text", "span", "instance", "trajectory", "visibility"}
+            assert phrase["instance"] == 0  # the synthetic captions name one object per phrase
             assert record["caption"][phrase["span"][0] : phrase["span"][1]] == phrase["text"]
             trajectory = np.asarray(phrase["trajectory"])
             assert trajectory.shape == (n, p, 2) and trajectory.min() >= 0 and trajectory.max() <= 1

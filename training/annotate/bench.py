@@ -102,7 +102,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, float]:
     names = [json.loads(line)["id"] for line in (data / "stage2.jsonl").read_text().splitlines()]
     for segmenter in ("gt", "classical"):
         summary, records = _annotate(data, root / f"out-{segmenter}", segmenter, args.workers)
-        found = sum(len(r["phrases"]) for r in records)
+        found = sum(len({tuple(p["span"]) for p in r["phrases"]}) for r in records)
         errors = np.array([e for r in records for e in trajectory_errors(r, data / "gt")])
         figures[f"{segmenter}_recall"] = found / max(named, 1)
         figures[f"{segmenter}_error_mean"] = float(errors.mean())

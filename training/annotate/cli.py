@@ -1,6 +1,7 @@
 """``pite-annotate``: captioned videos -> PiTe-143k style phrase trajectories.
 
-  pite-annotate run videos.jsonl --out ann/ --workers 2 [--segmenter classical|gt|clipseg|owlv2-sam|grounding-dino-sam]
+  pite-annotate run videos.jsonl --out ann/ --workers 2 [--segmenter classical|gt|clipseg|owlv2-sam|grounding-dino-sam|
+                                                          sam3-video|sam2-video]
   pite-annotate overlay --out ann/ ID [--png strip.png]
   pite-annotate merge --out ann/
   pite-annotate bench [--videos 12] [--workers 2] [--real /usr/share/doc/opencv-doc/examples/data/vtest.avi]
@@ -17,6 +18,7 @@ from pathlib import Path
 from training.annotate.pipeline import AnnotateConfig
 from training.annotate.records import safe_name
 from training.annotate.segmenters import available
+from training.annotate.segmenters.hf import weights_source
 from training.annotate.tracking import TrackerConfig
 
 
@@ -24,8 +26,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that make an ``AnnotateConfig`` (shared by ``run`` and ``bench``)."""
     defaults, tracker = AnnotateConfig(), TrackerConfig()
     parser.add_argument("--segmenter", default=defaults.segmenter, choices=available(), help="stage-2 back-end")
-    parser.add_argument("--model-dir", help="local folder of the model back-end's weights (save_pretrained layout)")
-    parser.add_argument("--sam-dir", help="local folder of SAM's weights (owlv2-sam, grounding-dino-sam)")
+    parser.add_argument("--model-dir", help="the model back-end's weights: a save_pretrained folder or a Hub id "
+                                            "(owlv2-sam, grounding-dino-sam, sam2-video: the box detector)")
+    parser.add_argument("--sam-dir", help="SAM's weights, folder or Hub id (owlv2-sam, grounding-dino-sam: SAM; "
+                                          "sam2-video: a SAM 2 video checkpoint)")
     parser.add_argument("--device", default="cpu", help="torch device of a model back-end")
     parser.add_argument("--gt-dir", help="ground-truth folder for --segmenter gt (default: <video folder>/../gt)")
     parser.add_argument("--grabcut", choices=("motion", "always", "never"), default="motion",
@@ -37,6 +41,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="forward-backward error (pixels) above which a point is lost")
     parser.add_argument("--max-side", type=int, default=defaults.max_side, help="downscale larger frames to this side")
     parser.add_argument("--max-track-frames", type=int, default=defaults.max_track_frames)
+    parser.add_argument("--max-instances", type=int, default=defaults.max_instances,
+                        help="objects kept per phrase, the most visible (instance segmenters: sam3-video, gt)")
     parser.add_argument("--phrases", choices=("spacy", "rules"), help="noun phrases by (default: spaCy if installed)")
 
 
@@ -49,12 +55,19 @@ def config_from(args: argparse.Namespace) -> AnnotateConfig:
         options["gt_dir"] = args.gt_dir
     else:
         if not args.model_dir:
-            raise SystemExit(f"--segmenter {args.segmenter} needs --model-dir (weights are never downloaded)")
+            raise SystemExit(f"--segmenter {args.segmenter} needs --model-dir (a save_pretrained folder or Hub id)")
         options.update(model_dir=args.model_dir, device=args.device)
-        if args.segmenter != "clipseg":
+        if args.segmenter not in ("clipseg", "sam3-video"):
             if not args.sam_dir:
                 raise SystemExit(f"--segmenter {args.segmenter} needs --sam-dir")
             options["sam_dir"] = args.sam_dir
+        for source in filter(None, (args.model_dir, options.get("sam_dir"))):
+            try:
+                weights_source(str(source))  # a missing folder stops the run here, not each video
+            except FileNotFoundError as error:
+                raise SystemExit(str(error)) from None
+    if args.max_instances < 1:
+        raise SystemExit(f"--max-instances must be at least 1, got {args.max_instances}")
     return AnnotateConfig(
         num_frames=args.num_frames,
         num_points=args.num_points,
@@ -63,6 +76,7 @@ def config_from(args: argparse.Namespace) -> AnnotateConfig:
         tracker=TrackerConfig(method=args.tracker, fb_threshold=args.fb_threshold),
         max_side=args.max_side,
         max_track_frames=args.max_track_frames,
+        max_instances=args.max_instances,
         phrase_backend=args.phrases,
     )
 

@@ -41,7 +41,8 @@ def draw_strip(record: dict, path: str | Path, columns: int = 4, tile_width: int
                         a, b = points[step - 1, j], points[step, j]
                         cv2.line(tile, _pixel(a), _pixel(b), colour, 1, cv2.LINE_AA)
                 cv2.circle(tile, _pixel(points[k, j]), radius, colour, -1 if visible[k, j] else 1, cv2.LINE_AA)
-        _label(tiles[0], phrase["text"], colour, number)
+        instance = phrase.get("instance", 0)
+        _label(tiles[0], phrase["text"] + (f" #{instance}" if instance else ""), colour, number)
     for k, tile in enumerate(tiles):
         text = f"{times[k]:.2f} s"
         cv2.putText(tile, text, (4, size[1] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)

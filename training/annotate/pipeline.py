@@ -2,11 +2,14 @@
 
 PiTe-143k (REFERENCE.md, "the automatic annotation pipeline"): noun phrases of the caption,
 a mask per phrase in the frames, points inside each mask tracked through the clip into
-trajectories with visibility. Tracking runs over every decoded frame between the first and
-the last of the N uniformly sampled frames (or every k-th frame when there are more than
-``max_track_frames``; the sampled frames are always kept), and the record reports the N
-sampled ones. Frames larger than ``max_side`` are downscaled first; coordinates are
-normalised as ``(x + 0.5) / width`` (pixel centres at integers, as ``training.synth``).
+trajectories with visibility. A back-end that separates a phrase's objects (``sam3-video``)
+gives several instances; each is tracked on its own and becomes its own phrase entry with an
+``instance`` index (0 = the most visible, ``segment_instances``; at most ``max_instances``).
+Tracking runs over every decoded frame between the first and the last of the N uniformly
+sampled frames (or every k-th frame when there are more than ``max_track_frames``; the
+sampled frames are always kept), and the record reports the N sampled ones. Frames larger
+than ``max_side`` are downscaled first; coordinates are normalised as ``(x + 0.5) / width``
+(pixel centres at integers, as ``training.synth``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from pite_ros.text import extract_phrases
 from pite_ros.video import VideoReadError, nearest_frame_indices, read_frames, uniform_frame_times, video_info
 from training.annotate.records import NO_PHRASE, NO_TRACK, Failure, VideoTask, stage2_record
-from training.annotate.segmenters import ClipContext, Segmenter, build_segmenter
+from training.annotate.segmenters import ClipContext, Segmenter, build_segmenter, segment_instances
 from training.annotate.tracking import TrackerConfig, track_points
 from training.datasets.report import BAD_TIME, MISSING_VIDEO, UNREADABLE_VIDEO
 
@@ -40,6 +43,7 @@ class AnnotateConfig:
     tracker: TrackerConfig = TrackerConfig()
     max_side: int = 640
     max_track_frames: int = 300
+    max_instances: int = 4  # instances kept per phrase (the most visible)
     phrase_backend: str | None = None  # "spacy", "rules" or None (spaCy when installed)
 
 
@@ -115,20 +119,20 @@ def annotate_video(task: VideoTask, config: AnnotateConfig, segmenter: Segmenter
     tracked = []
     for phrase in phrases:
         timer = time.perf_counter()
-        masks = segmenter.segment(shown, phrase.text, context)
+        instances = segment_instances(segmenter, shown, phrase.text, context, config.max_instances)
         result.seconds["segment"] += time.perf_counter() - timer
-        if masks is None or not masks.any():
-            result.phrases_without_mask += 1
-            continue
         timer = time.perf_counter()
-        tracks = track_points(grey, {int(k): m for k, m in zip(keys, masks)}, config.num_points, config.tracker)
+        found = 0
+        for masks in instances:
+            tracks = track_points(grey, {int(k): m for k, m in zip(keys, masks)}, config.num_points, config.tracker)
+            if tracks is None:
+                continue
+            pixels, visible = tracks.sampled(sampled)
+            normalised = (pixels + 0.5) / np.array([proc_width, proc_height], dtype=np.float32)
+            tracked.append((phrase.text, phrase.span, normalised, visible, found))
+            found += 1
         result.seconds["track"] += time.perf_counter() - timer
-        if tracks is None:
-            result.phrases_without_mask += 1
-            continue
-        pixels, visible = tracks.sampled(sampled)
-        normalised = (pixels + 0.5) / np.array([proc_width, proc_height], dtype=np.float32)
-        tracked.append((phrase.text, phrase.span, normalised, visible))
+        result.phrases_without_mask += int(found == 0)
     result.tracks = len(tracked)
     if not tracked:
         result.failure = Failure(task.id, NO_TRACK, f"none of {len(phrases)} phrases found by {segmenter.name}",

@@ -4,7 +4,9 @@ Input line: ``{"id"?, "video": path, "clip": [s, e]?, "caption": "..."}``; a rel
 ``video`` is resolved against ``media_root`` (default: the JSONL's folder, as the trainer's
 readers do). Output record (the stage-2 schema of ``training.datasets.stage2``):
 ``{"id", "video", "clip", "caption", "num_frames": N, "num_points": P, "width": W,
-"height": H, "phrases": [{"text", "span", "trajectory": (N, P, 2), "visibility": (N, P)}]}``.
+"height": H, "phrases": [{"text", "span", "instance": k, "trajectory": (N, P, 2), "visibility": (N, P)}]}``;
+``instance`` numbers the objects one phrase names (0 = the most visible; several entries share
+the phrase's text and span when the segmenter separated several objects).
 """
 
 from __future__ import annotations
@@ -133,9 +135,9 @@ def stage2_record(
     clip: tuple[float, float],
     size: tuple[int, int],
     num_points: int,
-    phrases: list[tuple[str, tuple[int, int], np.ndarray, np.ndarray]],
+    phrases: list[tuple[str, tuple[int, int], np.ndarray, np.ndarray, int]],
 ) -> dict:
-    """The output record. ``phrases``: ``(text, span, trajectory (N, P, 2) normalised, visible (N, P))``."""
+    """The output record. ``phrases``: ``(text, span, trajectory (N, P, 2) normalised, visible (N, P), instance)``."""
     frames = phrases[0][2].shape[0] if phrases else 0
     return {
         "id": task.id,
@@ -150,9 +152,10 @@ def stage2_record(
             {
                 "text": text,
                 "span": [int(span[0]), int(span[1])],
+                "instance": int(instance),
                 "trajectory": np.round(np.clip(trajectory, 0.0, 1.0), 5).tolist(),
                 "visibility": visible.astype(int).tolist(),
             }
-            for text, span, trajectory, visible in phrases
+            for text, span, trajectory, visible, instance in phrases
         ],
     }

@@ -2,10 +2,16 @@
 
 Schema (written by the annotation pipeline and by pite-synth, read here; see training/README.md):
 ``{"id", "video", "clip": [start_s, end_s], "caption", "num_frames": N, "num_points": P,
-"width": W, "height": H, "phrases": [{"text", "span": [a, b], "trajectory": (N, P, 2),
+"width": W, "height": H, "phrases": [{"text", "span": [a, b], "instance"?: k, "trajectory": (N, P, 2),
 "visibility": (N, P)}]}``. Trajectories are normalised by width/height to [0, 1]; frame ``k``
 is at ``uniform_frame_times(clip[0], clip[1], N)[k]``. A phrase whose ``caption[a:b]`` is not
 its text, a trajectory of another shape, or a coordinate outside [0, 1] makes the record bad.
+
+Several instances of one phrase (entries with the same span and different ``instance``
+indices, 0 when absent; a video segmenter separated several objects): PiTe's phrases name one
+object and the model answers one trajectory per phrase, so the lowest index (the annotation
+pipeline's most visible object) stands for the phrase and the other instances are left out,
+counted in ``extra_instances``. The same index twice for one span makes the record bad.
 
 ``num_frames`` (constructor): frames per example. None (default) uses each record's N; any
 other value samples that many frames over the clip and resamples the trajectories to those
@@ -59,6 +65,7 @@ class TrajectoryCaptionDataset(RecordDataset):
         check_media: bool = True,
     ) -> None:
         self.num_frames = num_frames
+        self.extra_instances = 0  # phrase instances left out (the lowest index of each span is kept)
         super().__init__(path, image_size=image_size, media_root=media_root, check_media=check_media)
 
     def parse(self, record: dict, line: int) -> list[Prepared]:
@@ -71,7 +78,9 @@ class TrajectoryCaptionDataset(RecordDataset):
             raise RecordError(BAD_FIELD, "phrases", "expected a list")
         if not phrases:
             raise RecordError(NO_TARGET, "phrases", "no phrase to align")
-        trajectories = [self._phrase(p, f"phrases[{i}]", caption, frames, points) for i, p in enumerate(phrases)]
+        parsed = [self._phrase(p, f"phrases[{i}]", caption, frames, points) for i, p in enumerate(phrases)]
+        trajectories = self._first_instances(parsed)
+        extra = len(parsed) - len(trajectories)
         video = self.media_path(record, "video")
         if self.check_media:
             length = self.video_duration(video)
@@ -84,13 +93,31 @@ class TrajectoryCaptionDataset(RecordDataset):
                 for t in trajectories
             ]
         example_id = self.record_id(record, line)
+        self.extra_instances += extra
         return [
             Prepared(example_id, video, window, count, STAGE2_PROMPT, caption, window[1] - window[0],
                      trajectories=trajectories)
         ]
 
     @staticmethod
-    def _phrase(phrase: object, name: str, caption: str, frames: int, points: int) -> SpanTrajectory:
+    def _first_instances(parsed: list[tuple[SpanTrajectory, int]]) -> list[SpanTrajectory]:
+        """Per span, the trajectory of the lowest instance index, in the order the spans first appear."""
+        chosen: dict[tuple[int, int], tuple[int, SpanTrajectory]] = {}
+        seen: set[tuple[int, int, int]] = set()
+        for number, (trajectory, instance) in enumerate(parsed):
+            span_key = (trajectory.start, trajectory.end)
+            if (*span_key, instance) in seen:
+                raise RecordError(BAD_FIELD, f"phrases[{number}].instance",
+                                  f"instance {instance} of span {list(span_key)} given twice")
+            seen.add((*span_key, instance))
+            if span_key not in chosen or instance < chosen[span_key][0]:
+                chosen[span_key] = (instance, trajectory)
+        return [trajectory for _, trajectory in chosen.values()]
+
+    @staticmethod
+    def _phrase(
+        phrase: object, name: str, caption: str, frames: int, points: int
+    ) -> tuple[SpanTrajectory, int]:
         if not isinstance(phrase, dict):
             raise RecordError(BAD_FIELD, name, "expected {text, span, trajectory, visibility}")
         phrase_text = text(phrase, "text", where=f"{name}.")
@@ -105,4 +132,7 @@ class TrajectoryCaptionDataset(RecordDataset):
         visibility = array(get(phrase, "visibility", where=f"{name}."), f"{name}.visibility", (frames, points))
         if not np.isin(visibility, (0.0, 1.0)).all():
             raise RecordError(BAD_FIELD, f"{name}.visibility", "entries must be 0 or 1")
-        return SpanTrajectory(start, end, trajectory.astype(np.float32), visibility.astype(bool))
+        instance = phrase.get("instance", 0)
+        if isinstance(instance, bool) or not isinstance(instance, int) or instance < 0:
+            raise RecordError(BAD_FIELD, f"{name}.instance", f"expected an integer >= 0, got {instance!r:.60}")
+        return SpanTrajectory(start, end, trajectory.astype(np.float32), visibility.astype(bool)), instance

@@ -1,7 +1,10 @@
 """The referring-segmentation interface of stage 2 and its registry of back-ends.
 
 PiTe segments each noun phrase with a grounding model (GLaMM; REFERENCE.md, PiTe-143k step
-1). Here any back-end with ``segment(frames, phrase) -> masks`` can do it; back-ends register
+1). Here any back-end with ``segment(frames, phrase) -> masks`` can do it. A back-end that tells
+the objects a phrase names apart (a video segmenter: every person of "people", each with its
+own identity through the clip) also has ``instances(frames, phrase) -> [masks, ...]``, and
+``segment_instances`` gives every back-end's answer in that form. Back-ends register
 a factory under a name (``@register("clipseg")``) and are built by ``build_segmenter(name,
 **options)``, importing heavy dependencies only when built.
 """
@@ -45,6 +48,33 @@ class Segmenter(Protocol):
     ) -> np.ndarray | None:
         """``frames`` ``(T, H, W, 3)`` uint8 RGB -> masks ``(T, H, W)`` bool, or None if nothing is found."""
         ...
+
+
+@runtime_checkable
+class InstanceSegmenter(Segmenter, Protocol):
+    """A segmenter that separates the objects (instances) a phrase names."""
+
+    def instances(
+        self, frames: np.ndarray, phrase: str, context: ClipContext | None = None
+    ) -> list[np.ndarray]:
+        """One ``(T, H, W)`` bool mask array per instance, each following one object over the frames."""
+        ...
+
+
+def segment_instances(
+    segmenter: Segmenter, frames: np.ndarray, phrase: str, context: ClipContext | None = None,
+    limit: int | None = None,
+) -> list[np.ndarray]:
+    """The phrase's instances, most visible first (largest mask area summed over the frames; a tie
+    keeps the back-end's order), at most ``limit``; a single-mask back-end's mask is one instance."""
+    if isinstance(segmenter, InstanceSegmenter):
+        found = segmenter.instances(frames, phrase, context)
+    else:
+        masks = segmenter.segment(frames, phrase, context)
+        found = [] if masks is None else [masks]
+    found = [masks for masks in found if masks.any()]
+    found.sort(key=lambda masks: -int(masks.sum()))
+    return found[:limit]
 
 
 Factory = Callable[..., Segmenter]

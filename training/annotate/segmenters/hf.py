@@ -1,4 +1,4 @@
-"""Referring segmenters from ``transformers``, loaded from a local folder only.
+"""Referring segmenters from ``transformers``.
 
 PiTe uses GLaMM (REFERENCE.md, PiTe-143k step 1), which ``transformers`` does not ship;
 these are the open-vocabulary models it does:
@@ -10,13 +10,16 @@ these are the open-vocabulary models it does:
 - ``grounding-dino-sam``: the same with Grounding DINO boxes (``threshold`` default 0.3;
   the phrase is lower-cased and ends with "." as the model expects).
 
-Weights are never downloaded: ``from_pretrained(folder, local_files_only=True)``, the
-folders as ``save_pretrained`` writes them (model + processor). These back-ends segment
-only the N sampled frames (``all_frames = False``); the tracker carries the points between.
+Weights come from a local folder as ``save_pretrained`` writes it (model + processor; read
+with ``local_files_only``), or from a Hub id (``owner/name``: the Hub cache, or a download
+where there is a network; ``HF_HUB_OFFLINE=1`` keeps it to the cache). These back-ends
+segment only the N sampled frames (``all_frames = False``); the tracker carries the points
+between. The video back-ends (``sam3-video``, ``sam2-video``) are in ``segmenters.video``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +28,35 @@ import numpy as np
 
 from training.annotate.segmenters.base import ClipContext, register
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-def _load(model_class: str, processor_class: str, folder: str, device: str) -> tuple[Any, Any]:
-    """Model (on ``device``, eval mode) and processor from a local ``save_pretrained`` folder."""
-    if not Path(folder).is_dir():
-        raise FileNotFoundError(f"model folder {folder} does not exist (weights are never downloaded)")
+
+def weights_source(source: str) -> tuple[str, bool]:
+    """``(source, local_files_only)``: a local folder, or a Hub id; anything else is an error naming it."""
+    if Path(source).is_dir():
+        return source, True
+    if HUB_ID.match(source):
+        return source, False
+    raise FileNotFoundError(f"model folder {source} does not exist (and it is not a Hub id owner/name)")
+
+
+def pretrained(class_name: str, source: str, **options: Any) -> Any:
+    """``transformers.<class_name>.from_pretrained(source)`` from a folder or Hub id, with a one-line error."""
     import transformers
 
-    processor = getattr(transformers, processor_class).from_pretrained(folder, local_files_only=True)
-    model = getattr(transformers, model_class).from_pretrained(folder, local_files_only=True)
+    path, local = weights_source(source)
+    try:
+        return getattr(transformers, class_name).from_pretrained(path, local_files_only=local, **options)
+    except OSError as error:
+        where = "folder" if local else "Hub id (not in the cache, or no network)"
+        raise FileNotFoundError(f"{class_name} cannot be loaded from {where} {source}: "
+                                f"{str(error).splitlines()[0]}") from None
+
+
+def _load(model_class: str, processor_class: str, source: str, device: str) -> tuple[Any, Any]:
+    """Model (on ``device``, eval mode) and processor from a ``save_pretrained`` folder or Hub id."""
+    processor = pretrained(processor_class, source)
+    model = pretrained(model_class, source)
     return model.to(device).eval(), processor
 
 
@@ -64,17 +87,14 @@ class ClipSegSegmenter:
         return result if result.any() else None
 
 
-class BoxThenSam:
-    """A text-conditioned box detector followed by SAM inside the best box (subclasses: the detector)."""
+class BoxDetector:
+    """A text-conditioned box detector (subclasses: the model and its post-processing)."""
 
-    name = "box-sam"
-    all_frames = False
-    detector_classes: tuple[str, str] = ("", "")
+    classes: tuple[str, str] = ("", "")
     default_threshold = 0.3
 
-    def __init__(self, model_dir: str, sam_dir: str, device: str = "cpu", threshold: float | None = None) -> None:
-        self.detector, self.detector_processor = _load(*self.detector_classes, model_dir, device)
-        self.sam, self.sam_processor = _load("SamModel", "SamProcessor", sam_dir, device)
+    def __init__(self, model_dir: str, device: str = "cpu", threshold: float | None = None) -> None:
+        self.model, self.processor = _load(*self.classes, model_dir, device)
         self.device = device
         self.threshold = self.default_threshold if threshold is None else threshold
 
@@ -82,10 +102,84 @@ class BoxThenSam:
         """``[x0, y0, x1, y1]`` pixels of the phrase's highest-scoring box in ``frame``, or None."""
         raise NotImplementedError
 
+    @staticmethod
+    def _top(result: dict, frame: np.ndarray) -> list[float] | None:
+        """The highest-scoring box, clipped to the frame, among those at least a pixel wide and high."""
+        height, width = frame.shape[:2]
+        boxes = np.clip(result["boxes"].float().cpu().numpy().reshape(-1, 4), 0, [width - 1, height - 1] * 2)
+        scores = result["scores"].float().cpu().numpy().reshape(-1)
+        valid = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        if not valid.any():
+            return None
+        return boxes[valid][int(scores[valid].argmax())].tolist()
+
+
+class Owlv2Boxes(BoxDetector):
+    """OWLv2 boxes (the image is padded to a square before resizing, so boxes are in that square)."""
+
+    classes = ("Owlv2ForObjectDetection", "Owlv2Processor")
+    default_threshold = 0.1
+
+    def best_box(self, frame: np.ndarray, phrase: str) -> list[float] | None:
+        import torch
+
+        inputs = self.processor(text=[[phrase]], images=[frame], return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            outputs = self.model(**inputs)
+        side = max(frame.shape[:2])
+        result = self.processor.post_process_grounded_object_detection(
+            outputs, threshold=self.threshold, target_sizes=[(side, side)]
+        )[0]
+        return self._top(result, frame)
+
+
+class GroundingDinoBoxes(BoxDetector):
+    """Grounding DINO boxes."""
+
+    classes = ("GroundingDinoForObjectDetection", "GroundingDinoProcessor")
+    default_threshold = 0.3
+
+    def best_box(self, frame: np.ndarray, phrase: str) -> list[float] | None:
+        import torch
+
+        text = phrase.lower().strip().rstrip(".") + "."
+        inputs = self.processor(images=frame, text=text, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            outputs = self.model(**inputs)
+        result = self.processor.post_process_grounded_object_detection(
+            outputs, inputs["input_ids"], threshold=self.threshold, text_threshold=self.threshold,
+            target_sizes=[frame.shape[:2]],
+        )[0]
+        return self._top(result, frame)
+
+
+# Detectors by the ``model_type`` of their config (how ``sam2-video`` picks one for a folder).
+DETECTORS: dict[str, type[BoxDetector]] = {"owlv2": Owlv2Boxes, "grounding-dino": GroundingDinoBoxes}
+
+
+def build_detector(model_dir: str, device: str = "cpu", threshold: float | None = None) -> BoxDetector:
+    """The box detector that ``model_dir``'s config names (OWLv2 or Grounding DINO)."""
+    model_type = pretrained("AutoConfig", model_dir).model_type
+    if model_type not in DETECTORS:
+        raise ValueError(f"{model_dir}: model_type {model_type!r} is not a box detector "
+                         f"({', '.join(sorted(DETECTORS))})")
+    return DETECTORS[model_type](model_dir, device, threshold)
+
+
+class BoxThenSam:
+    """A box detector, then SAM inside the best box of each frame."""
+
+    all_frames = False
+
+    def __init__(self, name: str, detector: BoxDetector, sam_dir: str, device: str = "cpu") -> None:
+        self.name, self.detector = name, detector
+        self.sam, self.sam_processor = _load("SamModel", "SamProcessor", sam_dir, device)
+        self.device = device
+
     def segment(self, frames: np.ndarray, phrase: str, context: ClipContext | None = None) -> np.ndarray | None:
         masks = np.zeros(frames.shape[:3], dtype=bool)
         for index, frame in enumerate(frames):
-            box = self.best_box(frame, phrase)
+            box = self.detector.best_box(frame, phrase)
             if box is not None:
                 masks[index] = self._sam(frame, box)
         return masks if masks.any() else None
@@ -102,58 +196,6 @@ class BoxThenSam:
         best = int(outputs.iou_scores[0, 0].argmax())
         return masks[best].numpy().astype(bool)
 
-    @staticmethod
-    def _top(result: dict, frame: np.ndarray) -> list[float] | None:
-        """The highest-scoring box, clipped to the frame, among those at least a pixel wide and high."""
-        height, width = frame.shape[:2]
-        boxes = np.clip(result["boxes"].float().cpu().numpy().reshape(-1, 4), 0, [width - 1, height - 1] * 2)
-        scores = result["scores"].float().cpu().numpy().reshape(-1)
-        valid = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
-        if not valid.any():
-            return None
-        return boxes[valid][int(scores[valid].argmax())].tolist()
-
-
-class Owlv2Sam(BoxThenSam):
-    """OWLv2 boxes (the image is padded to a square before resizing, so boxes are in that square)."""
-
-    name = "owlv2-sam"
-    detector_classes = ("Owlv2ForObjectDetection", "Owlv2Processor")
-    default_threshold = 0.1
-
-    def best_box(self, frame: np.ndarray, phrase: str) -> list[float] | None:
-        import torch
-
-        inputs = self.detector_processor(text=[[phrase]], images=[frame], return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            outputs = self.detector(**inputs)
-        side = max(frame.shape[:2])
-        result = self.detector_processor.post_process_grounded_object_detection(
-            outputs, threshold=self.threshold, target_sizes=[(side, side)]
-        )[0]
-        return self._top(result, frame)
-
-
-class GroundingDinoSam(BoxThenSam):
-    """Grounding DINO boxes."""
-
-    name = "grounding-dino-sam"
-    detector_classes = ("GroundingDinoForObjectDetection", "GroundingDinoProcessor")
-    default_threshold = 0.3
-
-    def best_box(self, frame: np.ndarray, phrase: str) -> list[float] | None:
-        import torch
-
-        text = phrase.lower().strip().rstrip(".") + "."
-        inputs = self.detector_processor(images=frame, text=text, return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            outputs = self.detector(**inputs)
-        result = self.detector_processor.post_process_grounded_object_detection(
-            outputs, inputs["input_ids"], threshold=self.threshold, text_threshold=self.threshold,
-            target_sizes=[frame.shape[:2]],
-        )[0]
-        return self._top(result, frame)
-
 
 @register("clipseg")
 def build_clipseg(**options: Any) -> ClipSegSegmenter:
@@ -162,12 +204,14 @@ def build_clipseg(**options: Any) -> ClipSegSegmenter:
 
 
 @register("owlv2-sam")
-def build_owlv2_sam(**options: Any) -> Owlv2Sam:
-    """Options: ``model_dir`` (OWLv2), ``sam_dir`` (required), ``device``, ``threshold``."""
-    return Owlv2Sam(**options)
+def build_owlv2_sam(model_dir: str, sam_dir: str, device: str = "cpu", threshold: float | None = None) -> BoxThenSam:
+    """``model_dir``: OWLv2; ``sam_dir``: SAM (folders or Hub ids)."""
+    return BoxThenSam("owlv2-sam", Owlv2Boxes(model_dir, device, threshold), sam_dir, device)
 
 
 @register("grounding-dino-sam")
-def build_grounding_dino_sam(**options: Any) -> GroundingDinoSam:
-    """Options: ``model_dir`` (Grounding DINO), ``sam_dir`` (required), ``device``, ``threshold``."""
-    return GroundingDinoSam(**options)
+def build_grounding_dino_sam(
+    model_dir: str, sam_dir: str, device: str = "cpu", threshold: float | None = None
+) -> BoxThenSam:
+    """``model_dir``: Grounding DINO; ``sam_dir``: SAM (folders or Hub ids)."""
+    return BoxThenSam("grounding-dino-sam", GroundingDinoBoxes(model_dir, device, threshold), sam_dir, device)
