@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from pite_ros.engine.base import EngineError
-from pite_ros.engine.loader import load_engine
+from pite_ros.engine.loader import default_model_dir, load_engine
+from pite_ros.engine.onnx_manifest import read_manifest, sha256_file
 from training.evaluation.run import EvalOptions, run_evaluation
 from training.evaluation.sources import EVAL_TASKS, FORMATS, SourceError, resolve_sources
 
@@ -45,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def weights_sha256(engine: str, model: str | Path | None) -> str:
+    """The SHA-256 of the weights a report scores, so that a report is tied to its weights: the
+    checkpoint's ``model.safetensors``, or for an ONNX export the checkpoint it was made from."""
+    directory = Path(model) if model else default_model_dir()
+    if engine == "onnx":
+        return str(read_manifest(directory)["source"]["weights_sha256"])
+    return sha256_file(directory / "model.safetensors")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -69,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         meta = {"model": str(args.model) if args.model else "default", "engine": args.engine,
-                "data_args": list(args.data)}
+                "data_args": list(args.data), "weights_sha256": weights_sha256(args.engine, args.model)}
         report = run_evaluation(engine, sources, options, meta=meta)
     finally:
         engine.close()
