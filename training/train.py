@@ -4,7 +4,7 @@ Stage 0 (optional) pre-trains the vision tower where no pretrained one can be ha
 (``training.trainer.tower_pretraining``).
 
 The same command runs single-process on a CPU and multi-process under ``accelerate launch``
-or ``torchrun`` (training/README.md); only the main process writes files and prints.
+or ``torchrun`` (docs/training.md); only the main process writes files and prints.
 Command-line values override the config file's; ``--resume`` continues from the newest
 checkpoint in the output directory (or starts fresh when there is none).
 """
@@ -26,7 +26,7 @@ from training.trainer.loop import train
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pite-train", description=__doc__.splitlines()[0])
     parser.add_argument("--stage", type=int, choices=sorted(STAGE_TRAINABLE), required=True, help="PiTe training stage")
-    parser.add_argument("--config", required=True, help="YAML or JSON config (see training/README.md)")
+    parser.add_argument("--config", required=True, help="YAML or JSON config (see docs/training.md)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--model", help="preset, config JSON or checkpoint dir (overrides the config)")
     parser.add_argument("--output-dir", help="where checkpoints, logs and the final model go")

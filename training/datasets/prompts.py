@@ -1,4 +1,4 @@
-"""The fixed instructions and answer formats every reader uses (documented in training/README.md).
+"""The fixed instructions and answer formats every reader uses (documented in docs/data-formats.md).
 
 Grounding-style prompts follow Grounded-VideoLLM's own wording (inference.py of
 WHB139426/Grounded-Video-LLM): the grounding question, and "Question: ...\\nOptions:\\n(A) ..."

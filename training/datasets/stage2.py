@@ -1,6 +1,6 @@
 """Stage 2 (Pixel-Temporal Alignment): PiTe-143k style records -> caption with phrase trajectories.
 
-Schema (written by the annotation pipeline and by pite-synth, read here; see training/README.md):
+Schema (written by the annotation pipeline and by pite-synth, read here; see docs/data-formats.md):
 ``{"id", "video", "clip": [start_s, end_s], "caption", "num_frames": N, "num_points": P,
 "width": W, "height": H, "phrases": [{"text", "span": [a, b], "instance"?: k, "trajectory": (N, P, 2),
 "visibility": (N, P)}]}``. Trajectories are normalised by width/height to [0, 1]; frame ``k``

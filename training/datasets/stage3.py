@@ -1,6 +1,6 @@
 """Stage 3 (Video Question Answering): conversations and Grounded-VideoLLM style timed tasks.
 
-Four readers, one per file kind (schemas with examples in training/README.md). All sample
+Four readers, one per file kind (schemas with examples in docs/data-formats.md). All sample
 ``num_frames`` frames uniformly over ``[0, duration]``; ``duration`` is the record's
 ``duration`` field where given, else the video's length. The video path is ``video``
 (Video-ChatGPT / Valley) or ``video_file`` (Grounded-VideoLLM's mix_*.json); the id is

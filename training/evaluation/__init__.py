@@ -4,7 +4,7 @@ Modules: ``text`` (answer / caption normalisation), ``qa`` (exact match, multipl
 ``temporal`` (IoU, R@m, mIoU, NExT-GQA IoP and Acc@GQA), ``cider`` (CIDEr-D), ``meteor``
 (the official METEOR 1.5 jar, when Java is present), ``dense`` (SODA_c and the densevid_eval
 protocol), ``trajectory`` (L1, PCK), ``report`` (``EvalReport``: JSON + text) and
-``evaluate`` (``evaluate_predictions``: items -> report). Definitions: training/README.md,
+``evaluate`` (``evaluate_predictions``: items -> report). Definitions: docs/evaluation.md,
 "Evaluation".
 """
 

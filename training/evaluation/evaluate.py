@@ -1,7 +1,7 @@
 """``evaluate_predictions``: score (task, prediction, reference) items into one ``EvalReport``.
 
 What ``pite-eval`` (or anyone with model outputs) hands in, per task; the reference fields
-are those of the stage-3 / stage-2 records (training/README.md, "Data formats"), so a
+are those of the stage-3 / stage-2 records (docs/data-formats.md), so a
 record read from a JSONL can be passed as it is:
 
 | task            | prediction                              | reference fields                         |

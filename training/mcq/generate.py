@@ -18,7 +18,7 @@ Choices the paper leaves open, made here:
   only if still short.
 - Neighbour ties are broken by input order, so results are deterministic.
 
-Output records are the stage-3 multiple-choice format (training/README.md):
+Output records are the stage-3 multiple-choice format (docs/data-formats.md):
 ``{"id", "video", "duration"?, "question", "options", "answer": index, "timestamps"?}``.
 """
 

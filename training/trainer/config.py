@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataSpec:
-    """One training file: its format (see training/README.md) and path (relative to the config)."""
+    """One training file: its format (see docs/data-formats.md) and path (relative to the config)."""
 
     format: str
     path: str
