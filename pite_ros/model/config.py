@@ -18,7 +18,7 @@ Presets:
   ``inference.py`` samples 100 frames. LoRA r = 64, α = 128 as in VTimeLLM, whose training
   code PiTe follows. About 7.05 B parameters.
 
-Choices where the papers are silent (REFERENCE.md):
+Choices where the papers are silent (docs/papers.md):
 - ``vision_feature="pooled"`` feeds the tower's pooled CLS (after its post-layernorm) to the
   adapter μ; ``"projected"`` feeds CLIP's projected image embedding instead, which is what
   the PiTe authors' code does (``CLIPVisionModelWithProjection.image_embeds``, 768-d for
@@ -65,7 +65,7 @@ class PiteConfig(PreTrainedConfig):
     """Configuration of ``PiteForConditionalGeneration``.
 
     Fields beyond the two sub-configs:
-    - ``visual_encoding``: "pite" (one CLS token per frame through μ, REFERENCE.md PiTe
+    - ``visual_encoding``: "pite" (one CLS token per frame through μ, docs/papers.md PiTe
       "Architecture") or "two_stream" (Grounded-VideoLLM, ``pite_ros.model.two_stream``;
       ``two_stream`` holds a ``TwoStreamConfig`` dict and ``vision_config`` is then unused).
     - ``adapter_type``: "linear" (PiTe's μ) or "mlp" (Linear-GELU-Linear).
@@ -103,7 +103,7 @@ class PiteConfig(PreTrainedConfig):
     - ``coord_weight`` λ of the L1 terms; ``label_smoothing`` of the stage-3 CE.
     - ``trajectory_loss_points``: which points of a phrase's trajectory the L1 scores:
       "visible" (those the tracker marks visible: a real tracker's hidden positions are
-      guesses) or "all" (REFERENCE.md PiTe L2 sums over every point j, k; right for data whose
+      guesses) or "all" (docs/papers.md PiTe L2 sums over every point j, k; right for data whose
       hidden positions are known, as ``pite-synth``'s: behind the occluder, or clipped to the
       frame's border outside it).
     - ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``: each stage's LoRA.

@@ -1,4 +1,4 @@
-"""PiTe's three training losses (REFERENCE.md, PiTe "Training: three stages").
+"""PiTe's three training losses (docs/papers.md, PiTe "Training: three stages").
 
     L1 = 1/ℓ Σ_i ( CE(w_i) + λ |p̂_i − p_i| )                          stage 1
     L2 = 1/ℓ Σ_i ( CE(w_i) + λ/(P·N) Σ_j Σ_k |p̂_ijk − p_ijk| )          stage 2

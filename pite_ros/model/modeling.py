@@ -1,6 +1,6 @@
 """``PiteForConditionalGeneration``: vision tower, adapter μ, causal LM, φ and the trajectory projector.
 
-REFERENCE.md, PiTe "Architecture": each of the N frames goes through the vision tower; its
+docs/papers.md, PiTe "Architecture": each of the N frames goes through the vision tower; its
 CLS feature goes through the adapter μ into the LLM's embedding space (one visual token per
 frame, ``z ∈ R^{N×d}``); the LLM reads ``z`` and the text; on the same last hidden state h_i,
 the vocabulary head gives the next token, the localization projector φ a point (x, y) and

@@ -1,6 +1,6 @@
 """Soft-argmax point read-out: a hidden state finds its object among a frame's patch tokens.
 
-PiTe's projectors (REFERENCE.md, PiTe "Architecture") regress coordinates from the hidden
+PiTe's projectors (docs/papers.md, PiTe "Architecture") regress coordinates from the hidden
 state alone: ``φ(h_i)`` and ``Linear(h_i) -> N × P × 2``. The LLM then has to carry every
 object's position through one CLS token per frame. With the pretrained CLIP of the paper
 that works; for a tower trained from scratch on a CPU it does not (the default model's CLS

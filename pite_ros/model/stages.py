@@ -1,6 +1,6 @@
 """Which parameters train in each PiTe stage: the one table, and the set-up that applies it.
 
-REFERENCE.md, PiTe "Training: three stages", and the authors' code:
+docs/papers.md, PiTe "Training: three stages", and the authors' code:
 
 ======  =================================================  ==================================
 stage   trains                                             why

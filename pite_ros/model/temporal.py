@@ -1,4 +1,4 @@
-"""Grounded-VideoLLM's unified temporal tokens (REFERENCE.md, "Unified temporal tokens").
+"""Grounded-VideoLLM's unified temporal tokens (docs/papers.md, "Unified temporal tokens").
 
 Relative time is a discrete token ``<t>`` with ``t = Round(M * tau / L)`` for a time ``tau``
 in a clip of ``L`` seconds, and back ``tau = L * t / M``. The paper uses ``M = 300``. A

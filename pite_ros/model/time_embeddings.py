@@ -1,6 +1,6 @@
 """Ordinal initialisation of the temporal tokens' rows (``time_token_init: ordinal``).
 
-REFERENCE.md ("Unified temporal tokens") adds ``<0>..<M>`` to the vocabulary and does not say
+docs/papers.md ("Unified temporal tokens") adds ``<0>..<M>`` to the vocabulary and does not say
 how their new rows start. Started at random, row ``<47>`` knows nothing of ``<46>`` or
 ``<48>``: the model has to learn the order of 301 tokens from the grounding examples one bin
 at a time. The shipped default model, trained so, still had input rows of neighbouring bins

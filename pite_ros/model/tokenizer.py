@@ -6,7 +6,7 @@ a word list: lower-cased, split on whitespace and at every punctuation mark (off
 back to the original characters, so ``return_offsets_mapping`` gives character spans),
 with ``[UNK]``, ``<pad>``, ``<s>``, ``</s>``, the placeholder ``<video>``, ``<grounded>``
 (Grounded-VideoLLM's request for timestamps), the segment separator ``<sep>`` and the
-temporal tokens ``<0>..<M>`` (REFERENCE.md, "Unified temporal tokens"). Decoding joins
+temporal tokens ``<0>..<M>`` (docs/papers.md, "Unified temporal tokens"). Decoding joins
 words with spaces, attaches ``. , ? ! : ; )`` to the word before them and ``(`` to the word
 after it ("(b) blue."); it does not restore case (the vocabulary is lower case).
 

@@ -1,4 +1,4 @@
-"""Grounded-VideoLLM's two-stream visual encoder (REFERENCE.md, Grounded-VideoLLM, "Two-stream encoding").
+"""Grounded-VideoLLM's two-stream visual encoder (docs/papers.md, Grounded-VideoLLM, "Two-stream encoding").
 
 A clip of ``T = K * frames_per_segment`` frames is cut into K segments. Per segment:
 
@@ -11,7 +11,7 @@ A clip of ``T = K * frames_per_segment`` frames is cut into K segments. Per segm
   (Linear-GELU-Linear) into the LLM width, then one learned separator embedding;
 - ``F_vid`` = the K segment encodings concatenated in time order.
 
-Choices where the paper is silent or cannot be followed here (said so, as REFERENCE.md asks):
+Choices where the paper is silent or cannot be followed here (said so, as docs/papers.md asks):
 
 - Video encoder: the paper's InternVideo2-1B is not in transformers; ``VideoMAEModel`` or
   ``TimesformerModel`` stand in, built from config (random init; load weights by the usual
@@ -298,7 +298,7 @@ def _is_frozen(module: nn.Module) -> bool:
 
 
 class TwoStreamEncoder(nn.Module):
-    """Grounded-VideoLLM two-stream encoding (REFERENCE.md: Two-stream encoding).
+    """Grounded-VideoLLM two-stream encoding (docs/papers.md: Two-stream encoding).
 
     Submodules: ``image_tower`` (CLIPVisionModel), ``video_tower`` (VideoMAEModel or
     TimesformerModel), ``spatial_projector`` (f), ``temporal_projector`` (g), ``separator``

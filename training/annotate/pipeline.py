@@ -1,6 +1,6 @@
 """One video through the three stages: noun phrases, referring masks, point tracks -> a stage-2 record.
 
-PiTe-143k (REFERENCE.md, "the automatic annotation pipeline"): noun phrases of the caption,
+PiTe-143k (docs/papers.md, "the automatic annotation pipeline"): noun phrases of the caption,
 a mask per phrase in the frames, points inside each mask tracked through the clip into
 trajectories with visibility. A back-end that separates a phrase's objects (``sam3-video``)
 gives several instances; each is tracked on its own and becomes its own phrase entry with an

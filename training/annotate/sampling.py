@@ -1,6 +1,6 @@
 """Points spread over a mask: farthest-point sampling over the mask's pixels.
 
-PiTe tracks P points inside each object's mask (REFERENCE.md, PiTe-143k step 2; the paper
+PiTe tracks P points inside each object's mask (docs/papers.md, PiTe-143k step 2; the paper
 tracks densely with DOT). Points spread over the whole object carry more of its motion
 (rotation, deformation) than a cluster, so each point is the mask pixel farthest from the
 points already chosen; the first is the pixel nearest the mask's centroid (deterministic).

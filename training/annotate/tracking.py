@@ -1,6 +1,6 @@
 """Stage 3: track P points of an object through every decoded frame of a clip.
 
-PiTe tracks points inside each mask with DOT, a dense tracker (REFERENCE.md, PiTe-143k
+PiTe tracks points inside each mask with DOT, a dense tracker (docs/papers.md, PiTe-143k
 step 2). DOT needs weights; we use OpenCV instead: pyramidal Lucas-Kanade on the points
 (``method="lk"``, default) or dense optical flow sampled at the points (``"farneback"``,
 ``"dis"``). Every step is checked forward-backward: the point is tracked from frame t to

@@ -3,7 +3,7 @@
 Grounding-style prompts follow Grounded-VideoLLM's own wording (inference.py of
 WHB139426/Grounded-Video-LLM): the grounding question, and "Question: ...\\nOptions:\\n(A) ..."
 for multiple choice. ``GROUNDED_TOKEN`` opens every prompt whose answer holds temporal
-tokens, as Grounded-VideoLLM prepends its grounding token (REFERENCE.md, "Unified temporal
+tokens, as Grounded-VideoLLM prepends its grounding token (docs/papers.md, "Unified temporal
 tokens": "a special <grounded> token asks the model for grounded timestamps").
 """
 

@@ -13,7 +13,7 @@ trace point get no target; an utterance not found in the caption (searched in or
 case-insensitively) gives no target. Mouse traces overshoot the image border a little, so
 points within ``trace_margin`` outside ``[0, 1]`` are clipped in; farther ones make the
 record out of range. A record with no word target is skipped (stage 1 trains localisation).
-One visual token per the paper (REFERENCE.md, stage 1: ``z = {z_1}``): frames ``(1, H, W, 3)``;
+One visual token per the paper (docs/papers.md, stage 1: ``z = {z_1}``): frames ``(1, H, W, 3)``;
 an image has no duration, so ``Example.duration`` is 0.0.
 """
 

@@ -22,7 +22,7 @@ Four readers, one per file kind (schemas with examples in docs/data-formats.md).
   answer ``option (B).`` (``choice_response``), followed by ``From <a> to <b>.`` when
   timestamps are given.
 Prompts whose answers hold temporal tokens start with ``GROUNDED_TOKEN``.
-Temporal tokens use ``seconds_to_token`` (Round, REFERENCE.md), not Grounded-VideoLLM's
+Temporal tokens use ``seconds_to_token`` (Round, docs/papers.md), not Grounded-VideoLLM's
 code, which truncates (``int(M * t / L)``).
 """
 

@@ -4,7 +4,7 @@ phrase gets the trajectory the model predicts for it.
 Why: in generation a phrase is scored only when the model names it in the same words, so the
 generated-trajectory score mixes wording with tracking. Here the wording is fixed (the
 reference caption), which measures the trajectory projector alone, as PiTe's stage-2 loss
-does (REFERENCE.md, PiTe "Training", L2).
+does (docs/papers.md, PiTe "Training", L2).
 
 Which hidden states: the training shift (``pite_ros.model.losses``): the hidden state at
 position i predicts token i+1 and where it is, so a phrase's tokens are read at the positions

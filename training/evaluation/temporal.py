@@ -1,6 +1,6 @@
 """Temporal metrics: grounding (IoU, R@m, mIoU) and NExT-GQA (IoP, Acc@GQA).
 
-Definitions (REFERENCE.md, "Metrics"):
+Definitions (docs/papers.md, "Metrics"):
 
 - IoU of segments ``a`` and ``b``: ``|a ∩ b| / |a ∪ b|`` (0 when disjoint or the union is empty).
 - Temporal grounding (Charades-STA protocol): one predicted segment per query, the FIRST one

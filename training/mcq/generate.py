@@ -1,4 +1,4 @@
-"""Open QA pairs -> multiple-choice questions, Grounded-VideoLLM's recipe (REFERENCE.md,
+"""Open QA pairs -> multiple-choice questions, Grounded-VideoLLM's recipe (docs/papers.md,
 "Grounded VideoQA data"): for each question, the ``neighbours`` (50) most similar OTHER
 questions by cosine similarity of sentence embeddings; their answers whose similarity to the
 true answer lies in ``[low, high]`` (0.2-0.9) are the candidates; ``num_distractors`` (4) of

@@ -1,6 +1,6 @@
 """Stage 0: the vision tower learns to name what lies under the annotator's mouse.
 
-PiTe starts from a pretrained CLIP (REFERENCE.md, PiTe "Architecture"), whose patch
+PiTe starts from a pretrained CLIP (docs/papers.md, PiTe "Architecture"), whose patch
 features already tell shapes, colours and sizes apart. None can be had here, and a tower
 trained from random weights only through the LLM's caption loss learns colours at once but
 shapes hardly at all (the default model's card: a linear probe reads shape at 35-41 %).

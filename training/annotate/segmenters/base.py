@@ -1,6 +1,6 @@
 """The referring-segmentation interface of stage 2 and its registry of back-ends.
 
-PiTe segments each noun phrase with a grounding model (GLaMM; REFERENCE.md, PiTe-143k step
+PiTe segments each noun phrase with a grounding model (GLaMM; docs/papers.md, PiTe-143k step
 1). Here any back-end with ``segment(frames, phrase) -> masks`` can do it. A back-end that tells
 the objects a phrase names apart (a video segmenter: every person of "people", each with its
 own identity through the clip) also has ``instances(frames, phrase) -> [masks, ...]``, and

@@ -1,6 +1,6 @@
 """Referring segmenters from ``transformers``.
 
-PiTe uses GLaMM (REFERENCE.md, PiTe-143k step 1), which ``transformers`` does not ship;
+PiTe uses GLaMM (docs/papers.md, PiTe-143k step 1), which ``transformers`` does not ship;
 these are the open-vocabulary models it does:
 
 - ``clipseg``: CLIPSeg scores every pixel for the phrase (one call per frame batch); a
