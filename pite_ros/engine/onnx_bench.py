@@ -83,6 +83,9 @@ class TimedBackend:
     def trajectory(self, hidden, visual, row):
         return self.backend.trajectory(hidden, visual, row)
 
+    def visibility(self, hidden, visual, row):
+        return self.backend.visibility(hidden, visual, row)
+
 
 def build_random_checkpoint(preset: str, directory: Path) -> Path:
     """A checkpoint of ``preset`` with random weights (seed 0) and a word-level tokenizer padded
