@@ -188,8 +188,8 @@ def test_continuous_mode_publishes_answers_and_tracks_stamped_from_the_source(ha
     harness.spin_until(lambda: any(t.query_id == "continuous" for t in harness.tracks), what="continuous tracks")
     tracks = next(t for t in harness.tracks if t.query_id == "continuous")
     assert tracks.header.frame_id == FRAME and (tracks.width, tracks.height) == (64, 48)
-    harness.spin_until(lambda: harness.counter("stale_clips_dropped") >= 1, what="repeats of the same clip dropped")
-    count, dropped = len(harness.answers), harness.counter("stale_clips_dropped")
-    harness.spin_until(lambda: harness.counter("stale_clips_dropped") >= dropped + 2, what="more repeats dropped")
+    harness.spin_until(lambda: harness.counter("repeat_clips_skipped") >= 1, what="repeats of the same clip skipped")
+    count, skipped = len(harness.answers), harness.counter("repeat_clips_skipped")
+    harness.spin_until(lambda: harness.counter("repeat_clips_skipped") >= skipped + 2, what="more repeats skipped")
     assert len(harness.answers) == count  # no new images: the same clip is not answered again and again
     assert np.isfinite(float(harness.diagnostics["last_latency_s"]))
