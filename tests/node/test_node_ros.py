@@ -11,37 +11,13 @@ from action_msgs.msg import GoalStatus
 from sensor_msgs.msg import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from node_harness import NodeHarness, rgb_image, save_tiny_model  # noqa: E402
+from node_harness import FRAME, T0, NodeHarness, frames, malformed_images  # noqa: E402
 
 from pite_msgs.action import Query as QueryAction  # noqa: E402
 from pite_msgs.srv import Query  # noqa: E402
 from pite_ros.node.conversions import time_to_ns  # noqa: E402
 
 pytestmark = pytest.mark.ros
-T0 = 1_700_000_000_000_000_000
-FRAME = "cam_optical"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
-
-
-@pytest.fixture
-def harness(ros_domain: int, tmp_path: Path, model_dir: Path, request: pytest.FixtureRequest):
-    params = getattr(request, "param", {})
-    node = NodeHarness(tmp_path, model_dir, **params)
-    try:
-        node.wait_active()
-    except BaseException:
-        node.close()  # never leave a node process behind
-        raise
-    yield node
-    node.close()
-
-
-def frames(start_ns: int, count: int, period_ns: int = 100_000_000, frame_id: str = FRAME) -> list[Image]:
-    return [rgb_image(start_ns + i * period_ns, frame_id) for i in range(count)]
 
 
 def check_answer_stamps(answer, published_ns: set[int], frame_id: str = FRAME) -> None:
@@ -88,19 +64,6 @@ def test_bad_questions_are_refused_with_a_reason(harness: NodeHarness) -> None:
     harness.publish(frames(T0, 10))
     assert harness.ask("now?").success
     harness.spin_until(lambda: harness.counter("queries_rejected") >= 2, what="rejections in diagnostics")
-
-
-def malformed_images() -> list[Image]:
-    good = rgb_image(T0, FRAME)
-    cases = []
-    for change in ({"encoding": "yuv422"}, {"step": 10}, {"data": bytes(good.data)[:100]},
-                   {"width": 0, "height": 0, "step": 0, "data": b""}, {"width": 100_000, "height": 100_000,
-                                                                        "step": 300_000}):
-        msg = rgb_image(T0, FRAME)
-        for key, value in change.items():
-            setattr(msg, key, value)
-        cases.append(msg)
-    return cases
 
 
 def test_malformed_images_and_time_going_back_never_break_the_node(harness: NodeHarness) -> None:

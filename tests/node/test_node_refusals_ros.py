@@ -1,0 +1,143 @@
+"""pite_node refusing what it cannot do, over real rclpy in a separate process (issue 35).
+
+Refused images, questions, clip windows and goals in every order leave the node up; a bad
+clip window is refused before it is queued, naming the bound; the queue bounds questions
+and what it cannot hold is refused at once while /diagnostics keeps coming; /diagnostics
+returns to OK once errors stop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+sys.path.insert(0, str(Path(__file__).parent))
+from node_harness import T0, NodeHarness, frames, malformed_images, stamp  # noqa: E402
+
+from pite_msgs.action import Query as QueryAction  # noqa: E402
+from pite_msgs.srv import Query  # noqa: E402
+from pite_ros.node.qos import result_qos  # noqa: E402
+
+pytestmark = pytest.mark.ros
+S = 1_000_000_000
+
+
+def call(harness: NodeHarness, request: Query.Request) -> Query.Response:
+    future = harness.query.call_async(request)
+    harness.spin_until(future.done, what=f"the response to {request.question!r}")
+    return future.result()
+
+
+def goal_accepted(harness: NodeHarness, goal: QueryAction.Goal) -> bool:
+    future = harness.action.send_goal_async(goal)
+    harness.spin_until(future.done, what="the goal response")
+    return future.result().accepted
+
+
+@pytest.mark.parametrize("harness", [{"diagnostics_error_window": 1.0}], indirect=True)
+def test_refusals_in_every_order_leave_the_node_up_and_diagnostics_recover(harness: NodeHarness) -> None:
+    published = frames(T0, 20)
+    harness.publish(published)
+    harness.spin_until(lambda: harness.query.service_is_ready() and harness.action.server_is_ready(),
+                       what="the query service and action")
+    first, last = published[0].header.stamp, published[-1].header.stamp
+    bad_image = malformed_images()[0]
+
+    def refuse_image() -> None:
+        harness.images.publish(bad_image)
+
+    def empty_question() -> None:
+        response = call(harness, Query.Request(question="  "))
+        assert not response.success and response.message == "the question is empty"
+
+    def reversed_window() -> None:
+        response = call(harness, Query.Request(question="when?", clip_start=last, clip_end=first))
+        assert not response.success and response.message.startswith("bad clip window: clip_end ")
+
+    def empty_goal() -> None:
+        assert not goal_accepted(harness, QueryAction.Goal(question=""))
+
+    orders = list(itertools.permutations([refuse_image, empty_question, reversed_window, empty_goal]))
+    for order in orders:  # 24 orders, 96 refusals
+        for step in order:
+            step()
+    harness.spin_until(lambda: harness.counter("frames_rejected") >= len(orders)
+                       and harness.counter("queries_rejected") >= 3 * len(orders), what="every refusal counted")
+    assert harness.counter("frames_rejected") == len(orders) and harness.counter("queries_rejected") == 3 * len(orders)
+    assert harness.diagnostics_level == DiagnosticStatus.WARN and "yuv422" in harness.diagnostics_message
+    answer = harness.ask("still there?")
+    assert answer.success, answer.message
+    # The last error ages out: OK again one diagnostics_error_window after the last refusal.
+    harness.spin_until(lambda: harness.diagnostics_level == DiagnosticStatus.OK, timeout=10.0,
+                       what="/diagnostics back to OK")
+    log = harness.process.log()
+    assert harness.process.alive() and "Traceback" not in log
+    assert 0 < log.count("query rejected: ") < 3 * len(orders)  # throttled, one line each
+    assert "query rejected: the question is empty" in log or "query rejected: bad clip window" in log
+
+
+def test_clip_windows_are_refused_before_queueing_naming_the_bound(harness: NodeHarness) -> None:
+    nothing = harness.ask("anything?")
+    assert not nothing.success and nothing.message.startswith("no images yet")
+    harness.publish(frames(T0 + 10 * S, 20))  # images at 10.0, 10.1, ..., 11.9 s
+    cases = {
+        (T0 + 11 * S, T0 + 10 * S): "clip_end 1700000010.000000000 s is before clip_start 1700000011.000000000 s",
+        (T0, T0 + 5 * S): "clip_end 1700000005.000000000 s is before the oldest buffered image "
+                          "(1700000010.000000000 s; the buffer keeps 30 s)",
+        (T0 + 20 * S, 0): "clip_start 1700000020.000000000 s is after the newest buffered image "
+                          "(1700000011.900000000 s)",
+        (T0 + 10 * S + 10**7, T0 + 10 * S + 5 * 10**7): "no buffered image lies between clip_start and clip_end",
+    }
+    for (start, end), reason in cases.items():
+        response = harness.ask("when?", clip_start=stamp(start), clip_end=stamp(end))
+        assert not response.success and response.message == f"bad clip window: {reason}"
+    assert not goal_accepted(harness, QueryAction.Goal(question="when?", clip_start=stamp(T0 + 11 * S),
+                                                       clip_end=stamp(T0 + 10 * S)))
+    assert harness.ask("and now?", clip_start=stamp(T0 + 10 * S), clip_end=stamp(T0 + 11 * S)).success
+    harness.spin_until(lambda: harness.counter("queries_rejected") >= 1 + len(cases) + 1, what="the refusals counted")
+    assert harness.counter("queries_rejected") == 1 + len(cases) + 1
+    log = harness.process.log()
+    assert "query rejected: no images yet" in log and "Traceback" not in log  # one line each (throttled)
+
+
+@pytest.mark.parametrize("harness", [{"queue_size": 2, "max_new_tokens": 200}], indirect=True)
+def test_the_queue_bounds_questions_and_refuses_the_rest_at_once(harness: NodeHarness) -> None:
+    harness.publish(frames(T0, 20))
+    harness.spin_until(lambda: harness.query.service_is_ready() and harness.action.server_is_ready(),
+                       what="the query service and action")
+    heard: list[float] = []
+    harness.subscribe(DiagnosticArray, "/diagnostics", lambda _msg: heard.append(time.monotonic()), result_qos())
+    harness.spin_until(lambda: len(heard) >= 2, what="/diagnostics")
+    calls = [harness.query.call_async(Query.Request(question=f"q{i}?")) for i in range(8)]
+    goals = [harness.action.send_goal_async(QueryAction.Goal(question=f"g{i}?")) for i in range(4)]
+    answered_at: dict[int, float] = {}
+
+    def settle() -> bool:
+        for index, future in enumerate(calls + goals):
+            if future.done() and index not in answered_at:
+                answered_at[index] = time.monotonic()
+        return len(answered_at) == len(calls) + len(goals)
+
+    flood = time.monotonic()
+    harness.spin_until(settle, what="every call answered or refused")
+    responses = [future.result() for future in calls]
+    accepted_goals = [future.result() for future in goals if future.result().accepted]
+    taken = sum(r.success for r in responses) + len(accepted_goals)
+    # At most the queue plus the one running; everything else refused with the reason.
+    assert 1 <= taken <= 2 + 1, [r.message for r in responses]
+    assert all("queue is full" in r.message for r in responses if not r.success)
+    first_answer = min(answered_at[i] for i, r in enumerate(responses) if r.success)
+    refused = [answered_at[i] for i, r in enumerate(responses) if not r.success]
+    refused += [answered_at[len(calls) + i] for i, g in enumerate(goals) if not g.result().accepted]
+    assert refused and max(refused) < first_answer  # refused at once, not after waiting for a slot
+    for handle in accepted_goals:
+        result = handle.get_result_async()
+        harness.spin_until(result.done, what="an accepted goal's result")
+    gaps = [later - earlier for earlier, later in zip(heard, heard[1:]) if later >= flood]
+    assert gaps and max(gaps) < 1.5, gaps  # /diagnostics (every 0.2 s) kept coming: no executor thread was parked
+    assert harness.ask("still there?").success
