@@ -150,7 +150,7 @@ class PiteClient:
     def request(self, question: str, timeout: float = 120.0, **fields) -> Query.Response:
         """Call pite/query and return the whole response (success, message, answer)."""
         self.spin_until(self.query.service_is_ready, 60.0, f"the {self.query.srv_name} service")
-        future = self.query.call_async(Query.Request(question=question, return_tracks=True, **fields))
+        future = self.query.call_async(Query.Request(question=question, **{"return_tracks": True, **fields}))
         self.spin_until(future.done, timeout, f"the answer to {question!r}")
         return future.result()
 

@@ -51,7 +51,7 @@ from pite_ros.node.names import (
 )
 from pite_ros.node.qos import image_qos, result_qos, warn_on_incompatible_qos
 from pite_ros.node.throttle import Throttle
-from pite_ros.node.worker import InferenceWorker, Job, JobError
+from pite_ros.node.worker import InferenceWorker, Job, JobError, TickFilter
 
 Feedback = QueryAction.Feedback
 CONTINUOUS_ID = "continuous"
@@ -93,9 +93,10 @@ class PiteNode(LifecycleNode):
         self.counters = Counters()
         self._lock = threading.Lock()
         self._query_ids = itertools.count(1)
-        self._last_continuous_stamp: int | None = None
+        self._ticks = TickFilter()
         self._subscription = None
         self._tick_timer = None
+        self._tick_rate = 0.0  # Hz of the continuous timer, for /diagnostics
         self._goal_jobs: dict[bytes, Job] = {}
         self._warn = Throttle(self.get_logger().warning)
         self._questions = ReentrantCallbackGroup()
@@ -157,7 +158,8 @@ class PiteNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.worker = InferenceWorker(self._run_job, max_queue=self.param("queue_size"))
         self.worker.start()
-        self._tick_timer = self.create_timer(1.0 / self.param("rate_hz"), self._continuous_tick,
+        self._tick_rate = float(self.param("rate_hz"))
+        self._tick_timer = self.create_timer(1.0 / self._tick_rate, self._continuous_tick,
                                              callback_group=self._periodic)
         self.get_logger().info(f"active: listening on {self._subscription.topic_name}, answering on "
                                f"{self._answers.topic_name} and {self._tracks.topic_name}")
@@ -190,7 +192,7 @@ class PiteNode(LifecycleNode):
         """Undo ``on_activate``; does nothing for what was never started (idempotent)."""
         if self._tick_timer is not None:
             self.destroy_timer(self._tick_timer)
-            self._tick_timer = None
+            self._tick_timer, self._tick_rate = None, 0.0
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
@@ -211,6 +213,7 @@ class PiteNode(LifecycleNode):
         for param in params:
             if param.name == "rate_hz" and timer is not None:
                 timer.timer_period_ns = int(1e9 / float(param.value))
+                self._tick_rate = float(param.value)
 
     @property
     def active(self) -> bool:
@@ -452,20 +455,15 @@ class PiteNode(LifecycleNode):
         return answer
 
     def _skip_tick(self, job: Job, newest_stamp: int) -> bool:
-        """Whether a continuous tick is not answered (and counted): it repeats the last answer's newest
-        image (no new image came), or it waited longer than stale_seconds for the model."""
-        waited = time.monotonic() - job.submitted
-        limit = self.param("stale_seconds")
-        repeat = newest_stamp == self._last_continuous_stamp
-        self._last_continuous_stamp = newest_stamp
-        with self._lock:
-            if repeat:
-                self.counters.repeats_skipped += 1
-            elif limit > 0 and waited > limit:
-                self.counters.stale_dropped += 1
-            else:
-                return False
-        return True
+        """Whether a continuous tick is left unanswered (``TickFilter``), counted by why."""
+        verdict = self._ticks.skip(job, newest_stamp, self.param("stale_seconds"))
+        if verdict:
+            with self._lock:
+                if verdict == "repeat":
+                    self.counters.repeats_skipped += 1
+                else:
+                    self.counters.stale_dropped += 1
+        return bool(verdict)
 
     def _publish_debug(self, answer: Answer, clip) -> None:
         if not self.param("debug_image") or self._debug.get_subscription_count() == 0:
@@ -502,6 +500,7 @@ class PiteNode(LifecycleNode):
             "captions_preempted": str(counters.captions_preempted),
             "incompatible_qos_events": str(counters.incompatible_qos),
             "queue_pending": str(worker.pending if worker else 0),
+            "continuous_rate_hz": f"{self._tick_rate:g}",  # the timer's, 0 while inactive
             "last_error": counters.last_error,
         }
         if buffer is not None:

@@ -161,6 +161,12 @@ class InferenceWorker:
         return 0 if job is self._tick else -1
 
     @property
+    def running(self) -> Job | None:
+        """The job the model is running now, if any."""
+        with self._lock:
+            return self._running
+
+    @property
     def pending(self) -> int:
         with self._lock:
             return len(self._queries) + (self._tick is not None)
@@ -209,3 +215,23 @@ class InferenceWorker:
                 with self._lock:
                     self._running = None
                     self.completed += 1
+
+
+class TickFilter:
+    """Which continuous ticks are not answered: a repeat (its newest image is the one the last
+    answered tick had: no new image came) or a stale one (it waited longer than ``stale_seconds``
+    for the model; latency over completeness). Called from the worker thread only."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last_stamp: int | None = None
+
+    def skip(self, job: Job, newest_stamp: int, stale_seconds: float) -> str:
+        """"repeat", "stale", or "" when ``job`` should be answered (``stale_seconds`` 0 = never stale)."""
+        repeat = newest_stamp == self._last_stamp
+        self._last_stamp = newest_stamp
+        if repeat:
+            return "repeat"
+        if stale_seconds > 0 and self._clock() - job.submitted > stale_seconds:
+            return "stale"
+        return ""

@@ -71,9 +71,9 @@ class NodeHarness(PiteClient):
     """The node process plus the test's client, with an image publisher on TOPIC."""
 
     def __init__(self, workdir: Path, model_dir: Path, namespace: str = "", args: tuple[str, ...] = (),
-                 camera_topic: str = TOPIC, **params) -> None:
+                 camera_topic: str = TOPIC, camera_type: type = Image, **params) -> None:
         """``params`` go to the node's parameter file, ``args`` after it on its command line; the
-        test's images go to ``camera_topic``."""
+        test's images (``camera_type``) go to ``camera_topic``."""
         # Reliable images with a history deep enough for a test's burst: a best-effort stream may lose
         # the first frames after discovery, and a keep-last-5 reader drops the oldest of a burst while a
         # busy node (continuous mode, a long answer) has not taken them yet (seen: 38 of 40 counted),
@@ -84,7 +84,7 @@ class NodeHarness(PiteClient):
                   "diagnostics_period": 0.2, "max_new_tokens": 8, **params}
         self.process = NodeProcess(workdir, values, namespace=namespace, args=args)
         super().__init__("pite_test_harness", watch=self.process, namespace=namespace)
-        self.images = self.publisher(Image, camera_topic, reliable_qos(50))
+        self.images = self.publisher(camera_type, camera_topic, reliable_qos(50))
 
     def spin_until(self, done, timeout: float = TIMEOUT, what: str = "the node") -> None:
         super().spin_until(done, timeout, what)

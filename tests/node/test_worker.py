@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from pite_ros.node.worker import InferenceWorker, Job
+from pite_ros.node.worker import InferenceWorker, Job, TickFilter
 
 TIMEOUT = 10.0
 
@@ -134,3 +134,16 @@ def test_a_question_stops_a_running_caption_and_hooks_report_progress(gated) -> 
     assert finished == ["caption", "question"] and gate.ran == ["caption", "question", "later"]
     assert positions == [1, 2, 1]  # question behind the caption; later behind both, then behind question only
     assert not question.preempted and not question.cancelled.is_set()
+
+
+def test_tick_filter_skips_repeats_and_ticks_that_waited_too_long() -> None:
+    now = [50.0]
+    ticks = TickFilter(clock=lambda: now[0])
+    fresh = Job("caption", continuous=True, submitted=49.5)
+    assert ticks.skip(fresh, newest_stamp=1, stale_seconds=2.0) == ""
+    assert ticks.skip(fresh, newest_stamp=1, stale_seconds=2.0) == "repeat"  # no image newer than the last answer's
+    old = Job("caption", continuous=True, submitted=47.5)
+    assert ticks.skip(old, newest_stamp=2, stale_seconds=2.0) == "stale"  # waited 2.5 s
+    assert ticks.skip(old, newest_stamp=3, stale_seconds=0.0) == ""  # 0: never stale
+    now[0] = 49.9
+    assert ticks.skip(Job("caption", continuous=True, submitted=47.95), newest_stamp=4, stale_seconds=2.0) == ""

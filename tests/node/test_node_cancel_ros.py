@@ -1,0 +1,143 @@
+"""Cancel and preemption, made deterministic: pite_node with an engine that never finishes an answer.
+
+The node runs in this process (its own rclpy context and executor thread) with an engine
+that streams words until ``on_token`` tells it to stop (questions starting with "short"
+get three words), so a cancelled goal or a preempted caption can only end by being
+stopped: no race with a quick model. The client is a separate rclpy context, over DDS.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from action_msgs.msg import GoalStatus
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+
+sys.path.insert(0, str(Path(__file__).parent))
+from node_harness import T0, TOPIC, frames  # noqa: E402
+
+from pite_msgs.action import Query as QueryAction  # noqa: E402
+from pite_ros.node import pite_node  # noqa: E402
+from pite_ros.node.client import PiteClient  # noqa: E402
+from pite_ros.node.qos import reliable_qos  # noqa: E402
+from pite_ros.types import AnswerResult  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+pytestmark = pytest.mark.ros
+TIMEOUT = 60.0
+
+
+class EndlessEngine:
+    """Streams "word word ..." until ``on_token`` returns False; "short..." questions and the warm-up end at once."""
+
+    name = "endless"
+    num_frames = 4
+
+    def __init__(self) -> None:
+        self.stopped: list[str] = []  # questions whose answer was stopped by on_token
+
+    def answer(self, frames, question, duration, *, max_new_tokens=None, on_token=None) -> AnswerResult:
+        words: list[str] = []
+        deadline = time.monotonic() + TIMEOUT  # never hang a broken test forever
+        while on_token is not None and time.monotonic() < deadline:
+            words.append("word")
+            if not on_token(len(words), " ".join(words)):
+                self.stopped.append(question)
+                break
+            if question.startswith("short") and len(words) == 3:
+                break
+            time.sleep(0.002)
+        return AnswerResult(text=" ".join(words), phrases=[], segments=[], token_ids=list(range(len(words))),
+                            frame_times=np.zeros(self.num_frames))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def endless(ros_domain: int, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
+    """(node, engine, client): an active node in this process with the EndlessEngine, and a client."""
+    engine = EndlessEngine()
+    monkeypatch.setattr(pite_node, "load_engine", lambda *args, **kwargs: engine)
+    params = {"image_topic": TOPIC, "image_qos": "reliable", "qos_depth": 100, "continuous": False,
+              "diagnostics_period": 0.2, **getattr(request, "param", {})}
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = pite_node.PiteNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(node)
+    node.trigger_configure()
+    node.trigger_activate()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    client = PiteClient("pite_cancel_test")
+    try:
+        client.wait_active(TIMEOUT)
+        images = client.publisher(Image, TOPIC, reliable_qos(50))
+        client.wait_matched(images, TIMEOUT)
+        for message in frames(T0, 10):
+            images.publish(message)
+        client.spin_until(lambda: client.counter("frames_received") >= 10, TIMEOUT, "the images counted")
+        yield node, engine, client
+    finally:
+        client.close()
+        node.close()
+        executor.shutdown()
+        spinner.join(10)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def test_cancel_stops_a_streaming_answer_and_a_waiting_goal_and_neither_is_published(endless) -> None:
+    node, engine, client = endless
+    client.spin_until(client.action.server_is_ready, TIMEOUT, "the action server")
+    streamed: list = []
+    running = client.action.send_goal_async(QueryAction.Goal(question="tell me everything"),
+                                            feedback_callback=lambda m: streamed.append(m.feedback))
+    client.spin_until(running.done, TIMEOUT, "the first goal accepted")
+    client.spin_until(lambda: sum(bool(f.partial_text) for f in streamed) >= 3, TIMEOUT, "streamed tokens")
+    queued: list = []
+    waiting = client.action.send_goal_async(QueryAction.Goal(question="and then?"),
+                                            feedback_callback=lambda m: queued.append(m.feedback))
+    client.spin_until(lambda: any(f.stage == QueryAction.Feedback.STAGE_QUEUED and f.queue_position == 1
+                                  for f in queued), TIMEOUT, "the second goal queued behind the first")
+    results = []
+    for handle in (waiting.result(), running.result()):
+        cancel = handle.cancel_goal_async()
+        client.spin_until(cancel.done, TIMEOUT, "the cancel response")
+        results.append(handle.get_result_async())
+    client.spin_until(lambda: all(r.done() for r in results), TIMEOUT, "the cancelled results")
+    never_ran, stopped = (r.result() for r in results)
+    assert never_ran.status == GoalStatus.STATUS_CANCELED and never_ran.result.answer.text == ""
+    assert stopped.status == GoalStatus.STATUS_CANCELED and stopped.result.message.startswith("cancelled")
+    partial = stopped.result.answer
+    assert partial.text.startswith("word word word") and engine.stopped == ["tell me everything"]
+    partials = [f.partial_text for f in streamed if f.partial_text]
+    assert all(later.startswith(earlier) for earlier, later in zip(partials, partials[1:]))
+
+    after = client.request("short answer?", TIMEOUT)
+    assert after.success and after.answer.text == "word word word"
+    client.spin_until(lambda: any(a.query_id == after.answer.query_id for a in client.answers), TIMEOUT,
+                      "the next answer on pite/answer")
+    published = {a.query_id for a in client.answers} | {t.query_id for t in client.tracks}
+    assert partial.query_id and partial.query_id not in published  # a cancelled answer is not published
+
+
+@pytest.mark.parametrize("endless", [{"continuous": True, "rate_hz": 5.0}], indirect=True)
+def test_a_question_stops_the_running_caption_instead_of_waiting_behind_it(endless) -> None:
+    node, engine, client = endless
+    client.spin_until(lambda: node.worker is not None and node.worker.running is not None
+                      and node.worker.running.continuous, TIMEOUT, "a caption running")
+    answer = client.request("short question?", TIMEOUT)  # the caption would never end by itself
+    assert answer.success and answer.answer.text == "word word word"
+    client.spin_until(lambda: client.counter("captions_preempted") >= 1, TIMEOUT, "the preempted caption counted")
+    assert "Describe the video." in engine.stopped
+    assert not any(a.query_id == "continuous" for a in client.answers)  # a stopped caption is not published
+
