@@ -111,7 +111,8 @@ def live_run(model_dir: Path, engine: str, workdir: Path, *, seconds: float = 15
         return {"engine": engine, "continuous_hz": continuous_hz, "camera_fps": fps, "frames_published": camera.sent,
                 "frames_received": received, "captions_preempted": client.counter("captions_preempted"),
                 "frames_dropped": max(camera.sent - received, 0), "queries": len(latencies),
-                "query_p50_ms": float(np.percentile(latencies, 50)), "query_p95_ms": float(np.percentile(latencies, 95)),
+                "query_p50_ms": float(np.percentile(latencies, 50)),
+                "query_p95_ms": float(np.percentile(latencies, 95)),
                 "inference_last_s": float(client.diagnostics.get("last_latency_s", "nan"))}
     finally:
         client.close()

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidHandle
@@ -47,7 +46,8 @@ from pite_ros.node.conversions import to_messages
 from pite_ros.node.debug_image import draw_tracks
 from pite_ros.node.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, rgb_to_image
 from pite_ros.node.names import (
-    ANSWER_TOPIC, DEBUG_TOPIC, DIAGNOSTICS_TOPIC, NODE_NAME, QUERY_NAME, SET_PROMPT_NAME, TRACKS_TOPIC, diagnostics_name,
+    ANSWER_TOPIC, DEBUG_TOPIC, DIAGNOSTICS_TOPIC, NODE_NAME, QUERY_NAME, SET_PROMPT_NAME, TRACKS_TOPIC,
+    diagnostics_name,
 )
 from pite_ros.node.qos import image_qos, result_qos, warn_on_incompatible_qos
 from pite_ros.node.throttle import Throttle

@@ -1,7 +1,8 @@
 """``pite-query "question"``: ask the PiTe node a question and print the answer.
 
 By default it calls the ``pite/query`` service of the node (``/pite/query``, or
-``/NS/pite/query`` with ``--namespace NS``); ``--stream`` uses the ``pite/query`` action instead and prints the answer token by token as it is generated (Ctrl-C cancels
+``/NS/pite/query`` with ``--namespace NS``); ``--stream`` uses the ``pite/query`` action
+instead and prints the answer token by token as it is generated (Ctrl-C cancels
 the goal). Prints the answer, the time segments and the tracks it names.
 """
 

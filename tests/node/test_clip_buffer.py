@@ -189,6 +189,7 @@ def test_window_problem_names_the_bad_bound() -> None:
     assert buffer.window_problem(12 * S, 11 * S) == "clip_end 11.000000000 s is before clip_start 12.000000000 s"
     assert buffer.window_problem(None, 9 * S) == ("clip_end 9.000000000 s is before the oldest buffered image "
                                                   "(10.000000000 s; the buffer keeps 30 s)")
-    assert buffer.window_problem(13 * S, None) == "clip_start 13.000000000 s is after the newest buffered image (12.000000000 s)"
+    assert buffer.window_problem(13 * S, None) == ("clip_start 13.000000000 s is after the newest buffered image "
+                                                   "(12.000000000 s)")
     assert buffer.window_problem(10 * S + 1, 10 * S + 2) == "no buffered image lies between clip_start and clip_end"
     assert buffer.clip(10 * S + 1, 10 * S + 2) is None  # the same rule as clip()
