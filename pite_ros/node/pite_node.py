@@ -298,14 +298,12 @@ class PiteNode(LifecycleNode):
 
     async def _on_query_service(self, request: Query.Request, response: Query.Response) -> Query.Response:
         """Refuse at once, or queue and await the worker (the executor thread is free meanwhile)."""
+        job = self._new_job(request.question, request.clip_start, request.clip_end, request.return_tracks)
+        done = self._completion(job)
         problem = self._question_problem(request.question, request.clip_start, request.clip_end)
-        job = None
-        if not problem:
-            job = self._new_job(request.question, request.clip_start, request.clip_end, request.return_tracks)
-            done = self._completion(job)
-            worker = self.worker
-            if worker is None or not worker.submit(job):
-                problem = f"the query queue is full ({self.param('queue_size')} waiting); try again later"
+        worker = self.worker
+        if not problem and (worker is None or not worker.submit(job)):
+            problem = f"the query queue is full ({self.param('queue_size')} waiting); try again later"
         if problem:
             self._reject(problem)
             response.success, response.message = False, problem
@@ -430,8 +428,14 @@ class PiteNode(LifecycleNode):
             return on_token(token, text) if on_token else True
 
         started = time.perf_counter()
-        result = engine.answer(frames.images, job.question, duration, max_new_tokens=self.param("max_new_tokens"),
-                               on_token=keep_going)
+        try:
+            result = engine.answer(frames.images, job.question, duration, max_new_tokens=self.param("max_new_tokens"),
+                                   on_token=keep_going)
+        except Exception as error:  # the worker logs it; /diagnostics says it (WARN) and counts it
+            with self._lock:
+                self.counters.failures += 1
+            self._note_error(f"inference failed: {error}")
+            raise
         elapsed = time.perf_counter() - started
         if job.preempted:
             with self._lock:
@@ -495,7 +499,7 @@ class PiteNode(LifecycleNode):
             "last_latency_s": f"{counters.last_latency:.3f}",
             "frames_received": str(counters.frames_received), "frames_rejected": str(counters.frames_rejected),
             "queries_answered": str(counters.queries_answered),
-            "queries_rejected": str(counters.queries_rejected),
+            "queries_rejected": str(counters.queries_rejected), "inference_failures": str(counters.failures),
             "stale_clips_dropped": str(counters.stale_dropped), "repeat_clips_skipped": str(counters.repeats_skipped),
             "captions_preempted": str(counters.captions_preempted),
             "incompatible_qos_events": str(counters.incompatible_qos),

@@ -17,25 +17,28 @@ import numpy as np
 import pytest
 import rclpy
 from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from node_harness import T0, TOPIC, frames  # noqa: E402
 
 from pite_msgs.action import Query as QueryAction  # noqa: E402
+from pite_msgs.srv import Query  # noqa: E402
 from pite_ros.node import pite_node  # noqa: E402
 from pite_ros.node.client import PiteClient  # noqa: E402
 from pite_ros.node.qos import reliable_qos  # noqa: E402
 from pite_ros.types import AnswerResult  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
 
 pytestmark = pytest.mark.ros
 TIMEOUT = 60.0
 
 
 class EndlessEngine:
-    """Streams "word word ..." until ``on_token`` returns False; "short..." questions and the warm-up end at once."""
+    """Streams "word word ..." until ``on_token`` returns False; "short..." questions and the warm-up end
+    at once; "explode" raises."""
 
     name = "endless"
     num_frames = 4
@@ -44,6 +47,8 @@ class EndlessEngine:
         self.stopped: list[str] = []  # questions whose answer was stopped by on_token
 
     def answer(self, frames, question, duration, *, max_new_tokens=None, on_token=None) -> AnswerResult:
+        if question == "explode":
+            raise RuntimeError("the engine broke")
         words: list[str] = []
         deadline = time.monotonic() + TIMEOUT  # never hang a broken test forever
         while on_token is not None and time.monotonic() < deadline:
@@ -67,7 +72,7 @@ def endless(ros_domain: int, monkeypatch: pytest.MonkeyPatch, request: pytest.Fi
     engine = EndlessEngine()
     monkeypatch.setattr(pite_node, "load_engine", lambda *args, **kwargs: engine)
     params = {"image_topic": TOPIC, "image_qos": "reliable", "qos_depth": 100, "continuous": False,
-              "diagnostics_period": 0.2, **getattr(request, "param", {})}
+              "diagnostics_period": 0.2, "diagnostics_error_window": 0.5, **getattr(request, "param", {})}
     context = rclpy.Context()
     rclpy.init(context=context)
     node = pite_node.PiteNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
@@ -141,3 +146,26 @@ def test_a_question_stops_the_running_caption_instead_of_waiting_behind_it(endle
     assert "Describe the video." in engine.stopped
     assert not any(a.query_id == "continuous" for a in client.answers)  # a stopped caption is not published
 
+
+
+def test_questions_waiting_when_the_node_deactivates_are_answered_and_a_failure_ages_out(endless) -> None:
+    node, engine, client = endless
+    client.spin_until(client.query.service_is_ready, TIMEOUT, "the query service")
+    endless_call = client.query.call_async(Query.Request(question="tell me everything"))
+    client.spin_until(lambda: node.worker is not None and node.worker.running is not None, TIMEOUT, "it running")
+    waiting_call = client.query.call_async(Query.Request(question="short and waiting?"))
+    client.spin_until(lambda: node.worker.pending == 1, TIMEOUT, "the second question queued")
+    node.trigger_deactivate()  # a lifecycle manager's deactivate, from another thread
+    client.spin_until(lambda: endless_call.done() and waiting_call.done(), TIMEOUT, "both questions answered")
+    assert not endless_call.result().success and "stopped" in endless_call.result().message
+    assert waiting_call.result().message == "the node stopped before this query ran"
+    node.trigger_activate()
+    client.wait_active(TIMEOUT)
+
+    failed = client.request("explode", TIMEOUT)
+    assert not failed.success and failed.message == "inference failed: the engine broke"
+    client.spin_until(lambda: client.diagnostics_level == DiagnosticStatus.WARN, TIMEOUT, "WARN after the failure")
+    assert client.diagnostics_message == "inference failed: the engine broke"
+    assert client.counter("inference_failures") == 1
+    client.spin_until(lambda: client.diagnostics_level == DiagnosticStatus.OK, TIMEOUT, "OK 0.5 s later")
+    assert client.request("short again?", TIMEOUT).success
