@@ -35,6 +35,7 @@ def check_answer_stamps(answer, published_ns: set[int], frame_id: str = FRAME) -
         assert stamps == sorted(stamps)
 
 
+@pytest.mark.parametrize("harness", [{"max_new_tokens": 48}], indirect=True)  # long enough to name an object
 def test_query_answers_with_source_stamps_and_pixels(harness: NodeHarness) -> None:
     published = frames(T0, 30)
     harness.publish(published)
