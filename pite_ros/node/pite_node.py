@@ -290,8 +290,11 @@ class PiteNode(LifecycleNode):
 
         def on_done(finished: Job) -> None:
             future.set_result(finished)
-            if executor is not None:
-                executor.wake()
+            try:
+                if executor is not None:
+                    executor.wake()
+            except InvalidHandle:  # the executor is shutting down: nobody awaits any more
+                pass
 
         job.on_done = on_done
         return future
