@@ -4,7 +4,8 @@ Operators' questions wait in a FIFO bounded at ``max_queue``; a full queue rejec
 (callers get a clear message, never a blocked callback). Questions go ahead of continuous
 captions: a waiting tick runs only when no question waits, and a question that arrives
 while a tick runs stops that tick at its next token (``Job.preempted``; the node drops its
-partial caption), so a question waits for at most one token of a caption. Continuous-mode
+partial caption), so a question waits for a caption's next token at most (or for its
+encoding, which is not interrupted). Continuous-mode
 ticks are not queued behind each other: at most one waits, and a newer tick replaces it, so
 the model always sees the freshest clip (latency over completeness). Each job says when it
 is done through ``Job.on_done`` (from the worker thread), so nobody has to park a thread on
@@ -26,7 +27,10 @@ log = logging.getLogger(__name__)
 
 
 class JobError(Exception):
-    """A job that cannot run for a reason its asker can fix (e.g. no images in its window)."""
+    """A job that cannot run for a reason its asker can fix (e.g. no images in its window).
+
+    The worker finishes the job with the message as its error and logs nothing: whoever raises
+    it logs it (one line, no traceback)."""
 
 
 @dataclass
