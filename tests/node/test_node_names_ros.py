@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from node_harness import T0, NodeHarness, frames  # noqa: E402
 
 from pite_ros.node.conversions import time_to_ns  # noqa: E402
+from pite_ros.node.names import diagnostics_name, qualified  # noqa: E402
 from pite_ros.tools.node import ros_arguments  # noqa: E402
 
 
@@ -22,6 +23,13 @@ def test_the_command_line_puts_the_parameter_file_before_the_users_ros_arguments
         "--params-file", "c.yaml", "-r", "__ns:=/cam1"]
     assert ros_arguments(["--ros-args", "-r", "__ns:=/left"]) == ["-r", "__ns:=/left"]
     assert ros_arguments([]) == []
+
+
+def test_a_clients_names_for_a_namespaced_node() -> None:
+    assert qualified("", "pite/query") == "/pite/query" and qualified("/cam1/", "pite/answer") == "/cam1/pite/answer"
+    assert qualified("robot/left", "pite/tracks") == "/robot/left/pite/tracks"
+    assert diagnostics_name("/pite_node") == "pite_node: inference"
+    assert diagnostics_name("/cam1/pite_node") == "cam1/pite_node: inference"
 
 
 @pytest.mark.ros

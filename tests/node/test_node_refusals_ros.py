@@ -39,8 +39,10 @@ def goal_accepted(harness: NodeHarness, goal: QueryAction.Goal) -> bool:
     return future.result().accepted
 
 
-@pytest.mark.parametrize("harness", [{"diagnostics_error_window": 1.0}], indirect=True)
-def test_refusals_in_every_order_leave_the_node_up_and_diagnostics_recover(harness: NodeHarness) -> None:
+def refuse_in_every_order(harness: NodeHarness, seconds: float) -> None:
+    """Refused images, empty questions, reversed windows and empty goals, in all 24 orders (96
+    refusals a round), round after round for ``seconds`` (one round at least); then the node
+    answers, and /diagnostics goes back to OK."""
     published = frames(T0, 20)
     harness.publish(published)
     harness.spin_until(lambda: harness.query.service_is_ready() and harness.action.server_is_ready(),
@@ -63,12 +65,16 @@ def test_refusals_in_every_order_leave_the_node_up_and_diagnostics_recover(harne
         assert not goal_accepted(harness, QueryAction.Goal(question=""))
 
     orders = list(itertools.permutations([refuse_image, empty_question, reversed_window, empty_goal]))
-    for order in orders:  # 24 orders, 96 refusals
-        for step in order:
-            step()
-    harness.spin_until(lambda: harness.counter("frames_rejected") >= len(orders)
-                       and harness.counter("queries_rejected") >= 3 * len(orders), what="every refusal counted")
-    assert harness.counter("frames_rejected") == len(orders) and harness.counter("queries_rejected") == 3 * len(orders)
+    rounds, started = 0, time.monotonic()
+    while rounds == 0 or time.monotonic() - started < seconds:
+        for order in orders:
+            for step in order:
+                step()
+        rounds += 1
+    images, queries = rounds * len(orders), 3 * rounds * len(orders)
+    harness.spin_until(lambda: harness.counter("frames_rejected") >= images
+                       and harness.counter("queries_rejected") >= queries, what="every refusal counted")
+    assert harness.counter("frames_rejected") == images and harness.counter("queries_rejected") == queries
     assert harness.diagnostics_level == DiagnosticStatus.WARN and "yuv422" in harness.diagnostics_message
     answer = harness.ask("still there?")
     assert answer.success, answer.message
@@ -77,8 +83,19 @@ def test_refusals_in_every_order_leave_the_node_up_and_diagnostics_recover(harne
                        what="/diagnostics back to OK")
     log = harness.process.log()
     assert harness.process.alive() and "Traceback" not in log
-    assert 0 < log.count("query rejected: ") < 3 * len(orders)  # throttled, one line each
+    assert 0 < log.count("query rejected: ") < queries  # throttled, one line each
     assert "query rejected: the question is empty" in log or "query rejected: bad clip window" in log
+
+
+@pytest.mark.parametrize("harness", [{"diagnostics_error_window": 1.0}], indirect=True)
+def test_refusals_in_every_order_leave_the_node_up_and_diagnostics_recover(harness: NodeHarness) -> None:
+    refuse_in_every_order(harness, seconds=0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("harness", [{"diagnostics_error_window": 1.0}], indirect=True)
+def test_refusals_for_three_minutes(harness: NodeHarness) -> None:
+    refuse_in_every_order(harness, seconds=180.0)
 
 
 def test_clip_windows_are_refused_before_queueing_naming_the_bound(harness: NodeHarness) -> None:
