@@ -1,9 +1,11 @@
-"""Cancel and preemption, made deterministic: pite_node with an engine that never finishes an answer.
+"""Cancel, preemption and the question queue, made deterministic: pite_node with an engine that
+never finishes an answer by itself.
 
-The node runs in this process (its own rclpy context and executor thread) with an engine
-that streams words until ``on_token`` tells it to stop (questions starting with "short"
-get three words), so a cancelled goal or a preempted caption can only end by being
-stopped: no race with a quick model. The client is a separate rclpy context, over DDS.
+The node runs in this process (its own rclpy context and a 4-thread executor, as
+``pite-node`` runs it) with an engine that streams words until ``on_token`` tells it to
+stop (questions starting with "short" get three words), so a cancelled goal or a preempted
+caption can only end by being stopped, and a queue stays full as long as the test wants: no
+race with a quick model. The client is a separate rclpy context, over DDS.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 import rclpy
 from action_msgs.msg import GoalStatus
-from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
@@ -29,7 +31,7 @@ from pite_msgs.action import Query as QueryAction  # noqa: E402
 from pite_msgs.srv import Query  # noqa: E402
 from pite_ros.node import pite_node  # noqa: E402
 from pite_ros.node.client import PiteClient  # noqa: E402
-from pite_ros.node.qos import reliable_qos  # noqa: E402
+from pite_ros.node.qos import reliable_qos, result_qos  # noqa: E402
 from pite_ros.types import AnswerResult  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -169,3 +171,32 @@ def test_questions_waiting_when_the_node_deactivates_are_answered_and_a_failure_
     assert client.counter("inference_failures") == 1
     client.spin_until(lambda: client.diagnostics_level == DiagnosticStatus.OK, TIMEOUT, "OK 0.5 s later")
     assert client.request("short again?", TIMEOUT).success
+
+
+@pytest.mark.parametrize("endless", [{"queue_size": 6}], indirect=True)
+def test_more_waiting_questions_than_executor_threads_and_the_rest_refused_at_once(endless) -> None:
+    """1 running + 6 queued questions (service calls and goals) are more than the executor's 4
+    threads: none is parked on one, so /diagnostics keeps coming and more are refused at once."""
+    node, engine, client = endless
+    client.spin_until(lambda: client.query.service_is_ready() and client.action.server_is_ready(), TIMEOUT,
+                      "the query service and action")
+    heard: list[float] = []
+    client.subscribe(DiagnosticArray, "/diagnostics", lambda _msg: heard.append(time.monotonic()), result_qos())
+    calls = [client.query.call_async(Query.Request(question=f"tell me everything {i}")) for i in range(4)]
+    goals = [client.action.send_goal_async(QueryAction.Goal(question=f"and everything {i}")) for i in range(3)]
+    client.spin_until(lambda: all(g.done() for g in goals), TIMEOUT, "the goals decided")
+    assert all(g.result().accepted for g in goals)
+    client.spin_until(lambda: node.worker.pending == 6, TIMEOUT, "six questions queued behind the running one")
+    flood = time.monotonic()
+    refused = [client.query.call_async(Query.Request(question=f"one more {i}")) for i in range(4)]
+    refused_goal = client.action.send_goal_async(QueryAction.Goal(question="a goal more"))
+    client.spin_until(lambda: all(f.done() for f in refused) and refused_goal.done(), TIMEOUT, "the refusals")
+    assert time.monotonic() - flood < 10.0
+    assert all(not f.result().success and f.result().message.startswith("the query queue is full") for f in refused)
+    assert not refused_goal.result().accepted and not any(f.done() for f in calls)
+    heard.clear()
+    client.spin_until(lambda: len(heard) >= 5, TIMEOUT, "/diagnostics while seven questions wait")
+    assert client.counter("queue_pending") == 6 and client.counter("queries_rejected") == 5
+    node.trigger_deactivate()  # every waiting question is answered, none hangs
+    client.spin_until(lambda: all(f.done() for f in calls), TIMEOUT, "the waiting calls answered")
+    assert all(not f.result().success for f in calls)
