@@ -301,12 +301,13 @@ class PiteNode(LifecycleNode):
 
     async def _on_query_service(self, request: Query.Request, response: Query.Response) -> Query.Response:
         """Refuse at once, or queue and await the worker (the executor thread is free meanwhile)."""
-        job = self._new_job(request.question, request.clip_start, request.clip_end, request.return_tracks)
-        done = self._completion(job)
         problem = self._question_problem(request.question, request.clip_start, request.clip_end)
         worker = self.worker
-        if not problem and (worker is None or not worker.submit(job)):
-            problem = f"the query queue is full ({self.param('queue_size')} waiting); try again later"
+        if not problem:
+            job = self._new_job(request.question, request.clip_start, request.clip_end, request.return_tracks)
+            done = self._completion(job)
+            if worker is None or not worker.submit(job):
+                problem = f"the query queue is full ({self.param('queue_size')} waiting); try again later"
         if problem:
             self._reject(problem)
             response.success, response.message = False, problem
