@@ -1,10 +1,12 @@
 """Bring up the PiTe node (a LifecycleNode) with a parameter file, for a full ROS 2 install.
 
 The console-entry-point twin is ``pite-node --params config/pite.yaml``; both read the
-same parameter file. With ``autostart:=true`` (default) the node configures and activates
-itself, so no lifecycle manager is needed.
+same parameter file, and the arguments below come after it, so they override it. With
+``autostart:=true`` (default) the node configures and activates itself, so no lifecycle
+manager is needed. ``namespace:=cam1`` puts its names under ``/cam1`` (``/cam1/pite/answer``).
 
     ros2 launch pite_ros pite.launch.py image_topic:=/camera/image_raw engine:=onnx
+    ros2 launch pite_ros pite.launch.py namespace:=cam1 image_topic:=/cam1/image_raw
 """
 
 from pathlib import Path

@@ -119,7 +119,8 @@ CONJUNCTIONS = frozenset({"and", "or"})
 SUBORDINATORS = frozenset("""while when as then than that which who whom whose where because but so if
     not very too also just still again there here""".split())
 
-_OPTION_LABEL = re.compile(r"\([A-Za-z]\)")
+# Taken out before parsing: multiple-choice option labels "(a)" and temporal tokens "<191>".
+_MARKER = re.compile(r"\([A-Za-z]\)|<\d+>")
 _WORD = re.compile(r"[A-Za-z]+(?:['-][A-Za-z]+)*|\d+(?:\.\d+)?|[^\sA-Za-z\d]")
 
 
@@ -148,29 +149,53 @@ def noun_phrases(text: str, backend: Backend | None = None) -> list[tuple[int, i
 def extract_phrases(text: str, backend: Backend | None = None) -> list[Phrase]:
     """The full noun phrases of ``text`` as ``Phrase`` objects (see the module docstring for the rules).
 
-    Multiple-choice option labels (``(a)``) are blanked first: spaCy read ``(a) small.`` as
-    the phrase ``a) small``, and the node drew a track for it.
+    Multiple-choice option labels (``(a)``) and temporal tokens (``<191>``, see
+    ``pite_ros.model.temporal``) are taken out before parsing (``_without_markers``) and the
+    spans mapped back: spaCy read ``(a) small.`` as the phrase ``a) small``, and ``<191> large
+    yellow circle`` as ``191> large yellow circle``, whose span then covered a rendered time
+    and whose track id changed with the time. A phrase with a marker inside it is dropped.
     """
     if backend is None:
         backend = "spacy" if _spacy_pipeline() is not None else "rules"
-    masked = _OPTION_LABEL.sub(lambda match: " " * len(match.group()), text)
+    clean, where = _without_markers(text)
     if backend == "spacy":
         nlp = _spacy_pipeline()
         if nlp is None:
             raise RuntimeError(f"spaCy or its model {SPACY_MODEL} is not installed (pip install '.[annotate]')")
-        phrases = _spacy_phrases(nlp(masked), masked)
+        phrases = _spacy_phrases(nlp(clean), clean)
     elif backend == "rules":
-        phrases = _rule_phrases(masked)
+        phrases = _rule_phrases(clean)
     else:
         raise ValueError(f"unknown noun-phrase backend {backend!r}; expected 'spacy' or 'rules'")
-    return [_trimmed(phrase, text) for phrase in phrases]
+    mapped = []
+    for phrase in phrases:
+        start, end = where[phrase.start], where[phrase.end - 1] + 1
+        if not _MARKER.search(text, start, end):
+            mapped.append(Phrase(text[start:end], start, end, phrase.head))
+    return mapped
 
 
-def _trimmed(phrase: Phrase, text: str) -> Phrase:
-    """``phrase`` without the blanks a masked label left at its edges, its text taken from ``text``."""
-    start = phrase.start + len(phrase.text) - len(phrase.text.lstrip())
-    end = phrase.end - (len(phrase.text) - len(phrase.text.rstrip()))
-    return Phrase(text[start:end], start, end, phrase.head)
+def _without_markers(text: str) -> tuple[str, list[int]]:
+    """``text`` without option labels and temporal tokens, and where each of its characters is in
+    ``text``. Words on both sides of a marker stay apart by one space (``circle<12>moves`` ->
+    ``circle moves``, ``and <200> the`` -> ``and the``), so the parser sees plain words."""
+    kept: list[str] = []
+    where: list[int] = []
+    done = 0
+    for match in _MARKER.finditer(text):
+        kept.append(text[done:match.start()])
+        where.extend(range(done, match.start()))
+        done = match.end()
+        space_before = match.start() == 0 or text[match.start() - 1].isspace()
+        space_after = done == len(text) or text[done].isspace()
+        if space_before and space_after and done < len(text):
+            done += 1  # one space is enough
+        elif not space_before and not space_after:
+            kept.append(" ")
+            where.append(match.start())
+    kept.append(text[done:])
+    where.extend(range(done, len(text)))
+    return "".join(kept), where
 
 
 def active_backend() -> Backend:

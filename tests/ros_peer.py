@@ -24,6 +24,7 @@ from pite_msgs.srv import Query
 TOPIC = "/pite_test/tracks"
 SERVICE = "/pite_test/query"
 ACTION = "/pite_test/query"
+WAIT_FOR_CANCEL = "describe until cancelled"
 # Reliable + transient local: a late-joining subscriber still gets the last message.
 LATCHED = QoSProfile(
     depth=1,
@@ -90,10 +91,16 @@ class QueryServer(Node):
         return response
 
     def execute(self, goal_handle) -> QueryAction.Result:
+        """One word per step; for the question WAIT_FOR_CANCEL it stops after three words until a
+        cancel comes (up to 30 s), so a test's cancel always lands mid-answer."""
         words = ["a", "red", "circle", "moves", "left", "and", "stops", "near", "the", "edge"]
         result = QueryAction.Result()
         partial: list[str] = []
         for word in words:
+            if len(partial) == 3 and goal_handle.request.question == WAIT_FOR_CANCEL:
+                deadline = time.monotonic() + 30.0
+                while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
+                    time.sleep(0.01)
             if goal_handle.is_cancel_requested:
                 goal_handle.canceled()
                 result.message = "cancelled"

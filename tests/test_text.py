@@ -22,6 +22,10 @@ SHARED = [
     # Model answers carry temporal tokens (pite_ros.model.temporal): never phrases themselves.
     ("From <47> to <83>, a man in a red shirt rides a horse.", ["a man in a red shirt", "a horse"]),
     ("<grounded> the red circle enters at <1.25> and stops at <3.50>.", ["the red circle"]),
+    # spaCy read "<191> large" as the phrase "191> large ..." (issue 35): the tokens are taken out first.
+    ("<191> large yellow circle moves left and <200> the large yellow circle stops.",
+     ["large yellow circle", "the large yellow circle"]),
+    ("A large yellow circle<12> moves from <3> to <40>.", ["A large yellow circle"]),
     # Multiple-choice answers: the option label is not part of any phrase.
     ("(b) the red circle.", ["the red circle"]),
     ("(a) small.", []),

@@ -6,8 +6,10 @@
   sensor-data QoS as a driver publishes) streams from this process while questions are
   asked back to back through the service: frames dropped (published minus counted by the
   node), query latency p50/p95 from call to response;
+- live while captioning: the same, with continuous mode on (1 Hz): a question stops the
+  running caption instead of waiting behind it;
 - continuous: the same node in continuous mode at a high requested rate: answers per
-  second actually published on /pite/answer.
+  second actually published on pite/answer.
 """
 
 from __future__ import annotations
@@ -78,10 +80,14 @@ class Camera(threading.Thread):
 
 
 def live_run(model_dir: Path, engine: str, workdir: Path, *, seconds: float = 15.0, fps: float = 30.0,
-             size: tuple[int, int] = (640, 480), threads: int = 0) -> dict:
-    """Frames dropped and query latency with a 30 Hz camera streaming while questions are answered."""
-    node = NodeProcess(workdir / engine, {"model_path": str(model_dir), "engine": engine, "image_topic": TOPIC,
-                                          "continuous": False, "diagnostics_period": 0.2, "num_threads": threads})
+             size: tuple[int, int] = (640, 480), threads: int = 0, continuous_hz: float = 0.0) -> dict:
+    """Frames dropped and query latency with a 30 Hz camera streaming while questions are answered;
+    with ``continuous_hz`` > 0, while continuous mode captions at that rate too."""
+    params = {"model_path": str(model_dir), "engine": engine, "image_topic": TOPIC, "continuous": continuous_hz > 0,
+              "diagnostics_period": 0.2, "num_threads": threads}
+    if continuous_hz > 0:
+        params["rate_hz"] = continuous_hz
+    node = NodeProcess(workdir / f"{engine}-live-{continuous_hz:g}hz", params)
     client = PiteClient("pite_bench_client", watch=node)
     try:
         client.wait_active()
@@ -102,9 +108,11 @@ def live_run(model_dir: Path, engine: str, workdir: Path, *, seconds: float = 15
         settle = time.monotonic() + 2.0
         client.spin_until(lambda: time.monotonic() > settle, 5, "the last frames")
         received = client.counter("frames_received") - before_received
-        return {"engine": engine, "camera_fps": fps, "frames_published": camera.sent, "frames_received": received,
+        return {"engine": engine, "continuous_hz": continuous_hz, "camera_fps": fps, "frames_published": camera.sent,
+                "frames_received": received, "captions_preempted": client.counter("captions_preempted"),
                 "frames_dropped": max(camera.sent - received, 0), "queries": len(latencies),
-                "query_p50_ms": float(np.percentile(latencies, 50)), "query_p95_ms": float(np.percentile(latencies, 95)),
+                "query_p50_ms": float(np.percentile(latencies, 50)),
+                "query_p95_ms": float(np.percentile(latencies, 95)),
                 "inference_last_s": float(client.diagnostics.get("last_latency_s", "nan"))}
     finally:
         client.close()
@@ -146,6 +154,10 @@ def format_node_report(report: dict) -> str:
     for run in report["live"]:
         lines.append(f"  {run['engine']:8} {run['queries']:7d} {run['query_p50_ms']:8.1f} {run['query_p95_ms']:8.1f} "
                      f"{run['frames_published']:9d} {run['frames_dropped']:7d}")
+    for run in report.get("live_continuous", []):
+        lines.append(f"  {run['engine']:8} {run['queries']:7d} {run['query_p50_ms']:8.1f} {run['query_p95_ms']:8.1f} "
+                     f"{run['frames_published']:9d} {run['frames_dropped']:7d}  while captioning at "
+                     f"{run['continuous_hz']:g} Hz ({run['captions_preempted']} captions preempted)")
     for run in report["continuous"]:
         lines.append(f"continuous mode ({run['engine']}): asked {run['requested_hz']:.0f} Hz, "
                      f"published {run['published_hz']:.2f} Hz")

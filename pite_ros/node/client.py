@@ -17,7 +17,7 @@ from pathlib import Path
 
 import rclpy
 import yaml
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -26,7 +26,11 @@ from sensor_msgs.msg import Image
 
 from pite_msgs.action import Query as QueryAction
 from pite_msgs.msg import Answer, TrackArray
-from pite_msgs.srv import Query
+from pite_msgs.srv import Query, SetPrompt
+from pite_ros.node.names import (
+    ANSWER_TOPIC, DEBUG_TOPIC, DIAGNOSTICS_TOPIC, NODE_NAME, QUERY_NAME, SET_PROMPT_NAME, TRACKS_TOPIC,
+    diagnostics_name, qualified,
+)
 from pite_ros.node.qos import result_qos
 
 LARGE_IMAGE_PROFILE = Path(__file__).resolve().parents[1] / "configs" / "fastdds_large_images.xml"
@@ -42,16 +46,22 @@ def use_large_image_transport() -> None:
 
 
 class NodeProcess:
-    """``pite-node --params <dir>/params.yaml`` with ``params``, logging to ``<dir>/node.log``."""
+    """``pite-node --params <dir>/params.yaml [--namespace NS] [ARGS]`` with ``params``, logging to ``<dir>/node.log``.
 
-    def __init__(self, workdir: Path, params: dict) -> None:
+    ``args`` are appended to the command line (e.g. ``["--ros-args", "-p", "rate_hz:=2.0"]``).
+    """
+
+    def __init__(self, workdir: Path, params: dict, namespace: str = "", args: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         params_file = workdir / "params.yaml"
-        params_file.write_text(yaml.safe_dump({"pite_node": {"ros__parameters": params}}))
+        # "/**/pite_node" matches the node under any namespace, as config/pite.yaml does.
+        params_file.write_text(yaml.safe_dump({"/**/pite_node": {"ros__parameters": params}}))
         self.log_path = workdir / "node.log"
         self._log = self.log_path.open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "pite_ros.tools.node", "--params", str(params_file)],
-                                        stdout=self._log, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "pite_ros.tools.node", "--params", str(params_file)]
+        if namespace:
+            command += ["--namespace", namespace]
+        self.process = subprocess.Popen([*command, *args], stdout=self._log, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -72,30 +82,37 @@ class NodeProcess:
 
 
 class PiteClient:
-    """A client node in its own context; ``watch`` is a NodeProcess whose death ends every wait."""
+    """A client node in its own context for the pite_node under ``namespace``; ``watch`` is a
+    NodeProcess whose death ends every wait."""
 
-    def __init__(self, name: str = "pite_client", watch: NodeProcess | None = None) -> None:
+    def __init__(self, name: str = "pite_client", watch: NodeProcess | None = None, namespace: str = "") -> None:
         self.watch = watch
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = Node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.query = self.node.create_client(Query, "/pite/query")
-        self.action = ActionClient(self.node, QueryAction, "/pite/query")
+        self.namespace = namespace
+        self.query = self.node.create_client(Query, qualified(namespace, QUERY_NAME))
+        self.set_prompt = self.node.create_client(SetPrompt, qualified(namespace, SET_PROMPT_NAME))
+        self.action = ActionClient(self.node, QueryAction, qualified(namespace, QUERY_NAME))
         self.answers: list[Answer] = []
         self.tracks: list[TrackArray] = []
         self.debug_images: list[Image] = []
         self.diagnostics: dict[str, str] = {}
-        self.node.create_subscription(Answer, "/pite/answer", self.answers.append, result_qos())
-        self.node.create_subscription(TrackArray, "/pite/tracks", self.tracks.append, result_qos())
-        self.node.create_subscription(Image, "/pite/debug_image", self.debug_images.append, result_qos())
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, result_qos())
+        self.diagnostics_level = DiagnosticStatus.OK
+        self.diagnostics_message = ""
+        self._status_name = diagnostics_name(qualified(namespace, NODE_NAME))
+        self.node.create_subscription(Answer, qualified(namespace, ANSWER_TOPIC), self.answers.append, result_qos())
+        self.node.create_subscription(TrackArray, qualified(namespace, TRACKS_TOPIC), self.tracks.append, result_qos())
+        self.node.create_subscription(Image, qualified(namespace, DEBUG_TOPIC), self.debug_images.append, result_qos())
+        self.node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, result_qos())
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name.startswith("pite_node"):
+            if status.name == self._status_name:
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
+                self.diagnostics_level, self.diagnostics_message = status.level, status.message
 
     def subscribe(self, kind: type, topic: str, callback: Callable, qos: QoSProfile) -> None:
         self.node.create_subscription(kind, topic, callback, qos)
@@ -131,15 +148,15 @@ class PiteClient:
         self.spin_until(lambda: self.diagnostics.get("active") == "True", timeout, "pite_node to become active")
 
     def request(self, question: str, timeout: float = 120.0, **fields) -> Query.Response:
-        """Call /pite/query and return the whole response (success, message, answer)."""
-        self.spin_until(self.query.service_is_ready, 60.0, "the /pite/query service")
-        future = self.query.call_async(Query.Request(question=question, return_tracks=True, **fields))
+        """Call pite/query and return the whole response (success, message, answer)."""
+        self.spin_until(self.query.service_is_ready, 60.0, f"the {self.query.srv_name} service")
+        future = self.query.call_async(Query.Request(question=question, **{"return_tracks": True, **fields}))
         self.spin_until(future.done, timeout, f"the answer to {question!r}")
         return future.result()
 
     def ask_streaming(self, question: str, on_text: Callable[[str], None], timeout: float = 120.0):
         """Ask through the action; ``on_text(partial)`` per feedback; returns the result message."""
-        self.spin_until(self.action.server_is_ready, 60.0, "the /pite/query action")
+        self.spin_until(self.action.server_is_ready, 60.0, "the pite/query action")
         goal = self.action.send_goal_async(QueryAction.Goal(question=question, return_tracks=True),
                                            feedback_callback=lambda m: on_text(m.feedback.partial_text))
         self.spin_until(goal.done, timeout, "the goal to be accepted")

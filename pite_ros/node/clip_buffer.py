@@ -123,6 +123,12 @@ class Clip:
         return cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
 
 
+def format_stamp(ns: int) -> str:
+    """``ns`` as seconds with all nine decimals (``1700000000.500000000 s``), as a stamp is read."""
+    sec, nanosec = divmod(int(ns), NS_PER_S)
+    return f"{sec}.{nanosec:09d} s"
+
+
 def downscaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
     """``(width, height)`` scaled so the longer side is at most ``max_side`` (aspect kept)."""
     if max_side is None or max(width, height) <= max_side:
@@ -237,17 +243,7 @@ class ClipBuffer:
         keeps the newest frames of the window (latency over completeness).
         """
         with self._lock:
-            if not self._stamps:
-                return None
-            end = self._stamps[-1] if end_ns is None else int(end_ns)
-            if start_ns is not None:
-                start = int(start_ns)
-            elif seconds is not None:
-                start = end - int(seconds * NS_PER_S)
-            else:
-                start = self._stamps[0]
-            first = bisect.bisect_left(self._stamps, start)
-            last = bisect.bisect_right(self._stamps, end)
+            first, last = self._window(start_ns, end_ns, seconds)
             if max_frames is not None:
                 first = max(first, last - max_frames)
             if first >= last:
@@ -257,6 +253,42 @@ class ClipBuffer:
             frame_id, (width, height) = self._frame_id, self._size
         return Clip(stamps=stamps, frames=frames, frame_id=frame_id, width=width, height=height,
                     start_ns=int(stamps[0]), end_ns=int(stamps[-1]))
+
+    def _window(self, start_ns: int | None, end_ns: int | None, seconds: float | None) -> tuple[int, int]:
+        """Indices ``[first, last)`` of the frames in a window (``clip``'s rules); under the lock."""
+        if not self._stamps:
+            return 0, 0
+        end = self._stamps[-1] if end_ns is None else int(end_ns)
+        if start_ns is not None:
+            start = int(start_ns)
+        elif seconds is not None:
+            start = end - int(seconds * NS_PER_S)
+        else:
+            start = self._stamps[0]
+        return bisect.bisect_left(self._stamps, start), bisect.bisect_right(self._stamps, end)
+
+    def window_problem(self, start_ns: int | None = None, end_ns: int | None = None,
+                       seconds: float | None = None) -> str:
+        """Why ``clip(start_ns, end_ns, seconds=seconds)`` would hold no frame, naming the bound; "" if it would not.
+
+        So a query about a reversed window, or one outside what the buffer holds, is refused
+        before it waits for the model, with a message its asker can act on.
+        """
+        if start_ns is not None and end_ns is not None and end_ns < start_ns:
+            return f"clip_end {format_stamp(end_ns)} is before clip_start {format_stamp(start_ns)}"
+        with self._lock:
+            if not self._stamps:
+                return "no images buffered yet"
+            oldest, newest = self._stamps[0], self._stamps[-1]
+            first, last = self._window(start_ns, end_ns, seconds)
+        if start_ns is not None and start_ns > newest:
+            return f"clip_start {format_stamp(start_ns)} is after the newest buffered image ({format_stamp(newest)})"
+        if end_ns is not None and end_ns < oldest:
+            return (f"clip_end {format_stamp(end_ns)} is before the oldest buffered image ({format_stamp(oldest)}; "
+                    f"the buffer keeps {self.max_ns / NS_PER_S:g} s)")
+        if first >= last:
+            return "no buffered image lies between clip_start and clip_end"
+        return ""
 
     @property
     def latest_stamp(self) -> int | None:

@@ -97,11 +97,13 @@ def track_ids(phrases: Sequence[str]) -> list[str]:
     return ids
 
 
-def object_track(phrase: PhraseTrack, track_id: str, frames: SourceFrames, span: tuple[int, int]) -> ObjectTrack:
+def object_track(phrase: PhraseTrack, track_id: str, frames: SourceFrames, span: tuple[int, int],
+                 text: str | None = None) -> ObjectTrack:
     """One phrase's trajectory ``(N, P, 2)`` normalised -> an ``ObjectTrack`` in source pixels and stamps.
 
-    ``span`` is the phrase's character span in the published text. Raises ``ValueError``
-    naming the phrase when the trajectory does not have one row per frame the model saw.
+    ``span`` is the phrase's character span in the published text and ``text`` the phrase as
+    published there (default ``phrase.text``). Raises ``ValueError`` naming the phrase when the
+    trajectory does not have one row per frame the model saw.
     """
     trajectory = np.asarray(phrase.trajectory, dtype=np.float64)
     stamps = np.asarray(frames.stamps, dtype=np.int64)
@@ -110,7 +112,8 @@ def object_track(phrase: PhraseTrack, track_id: str, frames: SourceFrames, span:
             f"trajectory of '{phrase.text}' has shape {trajectory.shape}; expected ({len(stamps)}, points, 2)"
         )
     score = clamp_score(phrase.score)
-    track = ObjectTrack(id=track_id, phrase=phrase.text, span_start=span[0], span_end=span[1], score=score)
+    track = ObjectTrack(id=track_id, phrase=phrase.text if text is None else text, span_start=span[0],
+                        span_end=span[1], score=score)
     unique, rows = np.unique(stamps, return_inverse=True)  # sorted stamps, the frame of each row
     pixels = trajectory * np.array([frames.width, frames.height], dtype=np.float64)
     visible = point_visibility(phrase, trajectory.shape[:2])
@@ -180,9 +183,13 @@ def to_messages(
     )
     kept = [phrase for phrase in result.phrases if clamp_score(phrase.score) >= score_threshold]
     last = len(result.text)
+    spans = [tuple(offsets[min(max(i, 0), last)] for i in phrase.span) for phrase in kept]
+    # The published phrase IS the published text at its span (the engine's phrase holds no
+    # temporal token: pite_ros.text takes them out before parsing), and its id comes from it.
+    published = [text[start:end] for start, end in spans]
     tracks = [
-        object_track(phrase, track_id, frames, tuple(offsets[min(max(i, 0), last)] for i in phrase.span))
-        for phrase, track_id in zip(kept, track_ids([phrase.text for phrase in kept]))
+        object_track(phrase, track_id, frames, span, text=words)
+        for phrase, span, words, track_id in zip(kept, spans, published, track_ids(published))
     ]
     segments = []
     for segment in result.segments:

@@ -1,4 +1,4 @@
-"""Drawing an answer's trajectories on source images: /pite/debug_image and PNG strips."""
+"""Drawing an answer's trajectories on source images: pite/debug_image and PNG strips."""
 
 from __future__ import annotations
 

@@ -55,8 +55,10 @@ SPECS: dict[str, Spec] = {
                           range=(0.0, 600.0)),
     "queue_size": Spec(4, "questions that may wait; more are rejected with a message", read_only=True, range=(1, 1000)),
     "max_question_chars": Spec(500, "longer questions are rejected", range=(1, 100000)),
-    "debug_image": Spec(True, "publish /pite/debug_image with trajectories drawn (only while subscribed)"),
+    "debug_image": Spec(True, "publish pite/debug_image with trajectories drawn (only while subscribed)"),
     "diagnostics_period": Spec(1.0, "seconds between /diagnostics messages", read_only=True, range=(0.1, 60.0)),
+    "diagnostics_error_window": Spec(10.0, "/diagnostics stays WARN this many seconds after the last refused image, "
+                                     "QoS event or failed answer, then returns to OK", range=(0.1, 3600.0)),
 }
 
 

@@ -1,7 +1,8 @@
 """``pite-query "question"``: ask the PiTe node a question and print the answer.
 
-By default it calls the ``/pite/query`` service; ``--stream`` uses the ``/pite/query``
-action instead and prints the answer token by token as it is generated (Ctrl-C cancels
+By default it calls the ``pite/query`` service of the node (``/pite/query``, or
+``/NS/pite/query`` with ``--namespace NS``); ``--stream`` uses the ``pite/query`` action
+instead and prints the answer token by token as it is generated (Ctrl-C cancels
 the goal). Prints the answer, the time segments and the tracks it names.
 """
 
@@ -20,6 +21,7 @@ from rclpy.node import Node
 from pite_msgs.action import Query as QueryAction
 from pite_msgs.msg import Answer
 from pite_msgs.srv import Query
+from pite_ros.node.names import QUERY_NAME, qualified
 
 
 def _seconds(stamp: Time) -> float:
@@ -57,12 +59,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pite-query", description=__doc__.splitlines()[0])
     parser.add_argument("question")
     parser.add_argument("--stream", action="store_true", help="use the action and print tokens as they come")
-    parser.add_argument("--name", default="/pite/query", help="service/action name")
+    parser.add_argument("--namespace", default="", help="namespace of the node (default: none)")
+    parser.add_argument("--name", help="service/action name (default: /NAMESPACE/pite/query)")
     parser.add_argument("--start", type=float, default=0.0, help="clip start (seconds, source clock; 0 = latest clip)")
     parser.add_argument("--end", type=float, default=0.0, help="clip end (seconds, source clock; 0 = newest image)")
     parser.add_argument("--no-tracks", action="store_true", help="do not return trajectories")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node and the answer")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.name = args.name or qualified(args.namespace, QUERY_NAME)
+    return args
 
 
 def _wait(node: Node, future, deadline: float) -> bool:

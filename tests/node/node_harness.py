@@ -18,6 +18,8 @@ from pite_ros.node.qos import reliable_qos
 
 TIMEOUT = 120.0
 TOPIC = "/pite_test/image"
+T0 = 1_700_000_000_000_000_000
+FRAME = "cam_optical"
 
 
 def save_tiny_model(path: Path, seed: int = 0) -> Path:
@@ -46,10 +48,32 @@ def rgb_image(ns: int, frame_id: str, width: int = 64, height: int = 48, value: 
     return msg
 
 
+def frames(start_ns: int, count: int, period_ns: int = 100_000_000, frame_id: str = FRAME) -> list[Image]:
+    """``count`` valid images from ``start_ns``, ``period_ns`` apart."""
+    return [rgb_image(start_ns + i * period_ns, frame_id) for i in range(count)]
+
+
+def malformed_images() -> list[Image]:
+    """Five images the node must refuse: unknown encoding, short step, truncated data, empty, enormous."""
+    good = rgb_image(T0, FRAME)
+    cases = []
+    for change in ({"encoding": "yuv422"}, {"step": 10}, {"data": bytes(good.data)[:100]},
+                   {"width": 0, "height": 0, "step": 0, "data": b""}, {"width": 100_000, "height": 100_000,
+                                                                        "step": 300_000}):
+        msg = rgb_image(T0, FRAME)
+        for key, value in change.items():
+            setattr(msg, key, value)
+        cases.append(msg)
+    return cases
+
+
 class NodeHarness(PiteClient):
     """The node process plus the test's client, with an image publisher on TOPIC."""
 
-    def __init__(self, workdir: Path, model_dir: Path, **params) -> None:
+    def __init__(self, workdir: Path, model_dir: Path, namespace: str = "", args: tuple[str, ...] = (),
+                 camera_topic: str = TOPIC, camera_type: type = Image, **params) -> None:
+        """``params`` go to the node's parameter file, ``args`` after it on its command line; the
+        test's images (``camera_type``) go to ``camera_topic``."""
         # Reliable images with a history deep enough for a test's burst: a best-effort stream may lose
         # the first frames after discovery, and a keep-last-5 reader drops the oldest of a burst while a
         # busy node (continuous mode, a long answer) has not taken them yet (seen: 38 of 40 counted),
@@ -58,9 +82,9 @@ class NodeHarness(PiteClient):
                   "continuous": False,
                   "rate_hz": 5.0,
                   "diagnostics_period": 0.2, "max_new_tokens": 8, **params}
-        self.process = NodeProcess(workdir, values)
-        super().__init__("pite_test_harness", watch=self.process)
-        self.images = self.publisher(Image, TOPIC, reliable_qos(50))
+        self.process = NodeProcess(workdir, values, namespace=namespace, args=args)
+        super().__init__("pite_test_harness", watch=self.process, namespace=namespace)
+        self.images = self.publisher(camera_type, camera_topic, reliable_qos(50))
 
     def spin_until(self, done, timeout: float = TIMEOUT, what: str = "the node") -> None:
         super().spin_until(done, timeout, what)

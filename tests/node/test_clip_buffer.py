@@ -178,3 +178,18 @@ def test_concurrent_adders_and_readers_keep_the_buffer_consistent() -> None:
     counters = buffer.counters
     assert buffer.fill[0] == 800 and counters.added == 800 and counters.duplicates == 400
     assert np.all(np.diff(buffer.clip().stamps) == S // 1000)
+
+
+def test_window_problem_names_the_bad_bound() -> None:
+    buffer = ClipBuffer(max_seconds=30.0)
+    assert buffer.window_problem() == "no images buffered yet"
+    for index in range(5):  # 10.0, 10.5, ..., 12.0 s
+        buffer.add(10 * S + index * S // 2, "cam", np.zeros((4, 4, 3), np.uint8))
+    assert buffer.window_problem() == "" and buffer.window_problem(11 * S, 12 * S) == ""
+    assert buffer.window_problem(12 * S, 11 * S) == "clip_end 11.000000000 s is before clip_start 12.000000000 s"
+    assert buffer.window_problem(None, 9 * S) == ("clip_end 9.000000000 s is before the oldest buffered image "
+                                                  "(10.000000000 s; the buffer keeps 30 s)")
+    assert buffer.window_problem(13 * S, None) == ("clip_start 13.000000000 s is after the newest buffered image "
+                                                   "(12.000000000 s)")
+    assert buffer.window_problem(10 * S + 1, 10 * S + 2) == "no buffered image lies between clip_start and clip_end"
+    assert buffer.clip(10 * S + 1, 10 * S + 2) is None  # the same rule as clip()

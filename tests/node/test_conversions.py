@@ -163,3 +163,25 @@ def test_points_the_visibility_head_calls_hidden_are_published_occluded() -> Non
     wrong.phrases[0].visibility = np.ones((4, 3))
     with pytest.raises(ValueError, match=r"visibility of 'the red circle' has shape \(4, 3\); expected \(4, 2\)"):
         to_messages(wrong, sampled_frames(), question="q", query_id="q", model_name="m", inference_seconds=0.0)
+
+
+@pytest.mark.parametrize("backend", ["rules", "spacy"])
+def test_phrases_of_answers_with_times_index_the_published_text_and_keep_their_ids(backend: str) -> None:
+    """The engine's phrases come from the raw text with temporal tokens (generation's phrase_fn);
+    a phrase never carries a piece of one (issue 35: ``191> large yellow circle``)."""
+    from pite_ros import text as text_module
+
+    if backend == "spacy" and text_module._spacy_pipeline() is None:
+        pytest.skip("spaCy model not installed")
+    ids = []
+    for times in (("<191>", "<150>"), ("<200>", "<30>")):
+        raw = f"{times[0]} large yellow circle moves left and {times[1]} the large yellow circle stops."
+        phrases = [PhraseTrack(text=raw[a:b], span=(a, b), trajectory=np.zeros((4, 1, 2)), score=0.9)
+                   for a, b in text_module.noun_phrases(raw, backend)]
+        answer, _ = to_messages(AnswerResult(text=raw, phrases=phrases, segments=[], token_ids=[],
+                                             frame_times=np.zeros(4)),
+                                sampled_frames(), question="q", query_id="q1", model_name="m", inference_seconds=0.1)
+        assert [t.phrase for t in answer.tracks] == ["large yellow circle", "the large yellow circle"]
+        assert all(answer.text[t.span_start:t.span_end] == t.phrase for t in answer.tracks)
+        ids.append([t.id for t in answer.tracks])
+    assert ids[0] == ids[1] == ["large-yellow-circle", "large-yellow-circle-2"]
