@@ -2,7 +2,7 @@
 
 Engines speak in clip terms: trajectories normalised to [0, 1] with one row per frame the
 model saw, times in seconds from the clip start. The node speaks the camera's terms
-(REP 103/105, DESIGN.md): source-image pixels (x right, y down, sub-pixel floats), and the
+(REP 103/105, docs/node.md): source-image pixels (x right, y down, sub-pixel floats), and the
 stamps and frame_id of the source images, never ``now()``. So:
 
 - ``(x, y)`` normalised -> ``(x * width, y * height)`` source pixels;

@@ -1,7 +1,7 @@
 """ROS image messages to RGB arrays and back, with cv_bridge's semantics in NumPy.
 
 cv_bridge is missing from the PyPI ROS wheels and its PyPI port breaks on NumPy 2
-(ENVIRONMENT.md), so the node converts here. Semantics follow cv_bridge's
+(docs/environment.md), so the node converts here. Semantics follow cv_bridge's
 ``imgmsg_to_cv2(msg, "rgb8")``: ``encoding`` names the channel layout (REP 104 /
 ``sensor_msgs/image_encodings.hpp``), ``step`` is the row length in bytes (rows may be padded
 beyond ``width * channels``), ``data`` holds ``step * height`` bytes (longer data is accepted,

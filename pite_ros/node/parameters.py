@@ -98,3 +98,19 @@ def validate(params: list[Parameter]) -> SetParametersResult:
 def read(node: Node) -> dict[str, object]:
     """The current value of every parameter."""
     return {name: node.get_parameter(name).value for name in SPECS}
+
+
+def parameter_table() -> str:
+    """The Markdown table of every parameter (docs/node.md holds it; a test keeps the two equal)."""
+    rows = ["| parameter | default | values | changes while running | what |", "|---|---|---|---|---|"]
+    for name, spec in SPECS.items():
+        if spec.choices:
+            values = " \\| ".join(spec.choices)
+        elif spec.range is not None:
+            values = f"{spec.range[0]:g} to {spec.range[1]:g}"
+        else:
+            values = type(spec.default).__name__
+        default = "`\"\"`" if spec.default == "" else f"`{str(spec.default).lower() if isinstance(spec.default, bool) else spec.default}`"
+        rows.append(f"| `{name}` | {default} | {values} | {'no (restart)' if spec.read_only else 'yes'} | {spec.description} |")
+    return "\n".join(rows)
+

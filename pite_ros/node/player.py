@@ -1,7 +1,7 @@
 """Play a video file, a camera or an MCAP bag as a ROS 2 image topic (``pite-play``), and write image bags.
 
 A stand-in camera for demos and tests of the node, where no ``ros2 bag play`` exists (the
-PyPI ROS wheels have no rosbag2_py; ENVIRONMENT.md). Frames are published at the source's
+PyPI ROS wheels have no rosbag2_py; docs/environment.md). Frames are published at the source's
 own rate (the file's fps, the bag's log times; ``rate`` scales it); a live camera publishes
 as fast as it delivers. Stamps are the clock at publish, or the bag's header stamps.
 

@@ -2,7 +2,7 @@
 
 Cameras publish with sensor-data QoS (best effort, volatile, small keep-last depth), and a
 reliable subscription to a best-effort publisher matches nothing and receives nothing,
-with no error: the most frequent "the node sees no images" report (DESIGN.md). So the
+with no error: the most frequent "the node sees no images" report (docs/node.md). So the
 camera subscription is best effort by default, configurable by a parameter, and every
 incompatibility is logged naming the topic and the policy, and counted for /diagnostics.
 Results are published reliable so that no answer is lost to a late or slow subscriber.

@@ -67,3 +67,11 @@ def test_launch_file_namespaces_the_node_and_its_arguments_override_the_file(mon
     assert node["namespace"] == ("config", "namespace") and node["name"] == "pite_node"
     file, overrides = node["parameters"]  # the file first, so the arguments after it win
     assert file == ("config", "params_file") and overrides["image_topic"] == ("config", "image_topic")
+
+
+def test_the_docs_parameter_table_is_the_specs() -> None:
+    """docs/node.md shows every parameter as declared (name, default, values, read-only, description)."""
+    from pite_ros.node.parameters import parameter_table
+
+    page = (ROOT / "docs" / "node.md").read_text()
+    assert parameter_table() in page, "docs/node.md's parameter table differs from SPECS; paste:\n" + parameter_table()
