@@ -41,7 +41,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from pite_ros.model.config import PRESETS_DIR, ConfigError, PiteConfig, load_config
-from pite_ros.model.modeling import PiteForConditionalGeneration, make_projector
+from pite_ros.model.modeling import PiteForConditionalGeneration
 from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT
 from pite_ros.model.time_embeddings import init_time_token_rows
 from pite_ros.model.tokenizer import bind_tokenizer, extend_tokenizer, fit_embeddings
@@ -184,11 +184,11 @@ def preset_parts(preset: str) -> dict:
     return {key: value for key, value in values.items() if key not in _NOT_FROM_PRESET}
 
 
-def build_config(parts: Parts, preset: str, *, feature: str | None, prompt_format: str,
+def build_config(parts: Parts, preset: str, values: dict, *, prompt_format: str,
                  system_prompt: str | None) -> PiteConfig:
-    """The PiteConfig: sub-configs from ``parts``, the rest from ``preset`` and the options."""
-    values = preset_parts(preset)
-    values["vision_feature"] = feature or values.get("vision_feature", "pooled")
+    """The PiteConfig: sub-configs from ``parts``, the rest from ``values`` (``preset``'s PiTe
+    parts, ``preset_parts``; named in errors) and the options."""
+    values = dict(values)
     if prompt_format == "auto":
         prompt_format = "chat_template" if getattr(parts.tokenizer, "chat_template", None) else "vicuna_v1"
     if prompt_format == "chat_template" and not getattr(parts.tokenizer, "chat_template", None):
@@ -232,18 +232,18 @@ def init_from_pretrained(
 ) -> PiteForConditionalGeneration | PiteConfig:
     """The PiTe model (tokenizer attached) with ``vision``'s tower and ``llm``'s weights; with
     ``dry_run`` only its config (nothing but configs and the tokenizer is read)."""
-    feature = feature or preset_parts(preset).get("vision_feature", "pooled")
+    values = preset_parts(preset)
+    values["vision_feature"] = feature = feature or values.get("vision_feature", "pooled")
     parts = load_parts(vision, llm, feature=feature, dtype=dtype, dry_run=dry_run, options=options)
-    num_time_bins = int(preset_parts(preset).get("num_time_bins", load_config(preset).num_time_bins))
-    new_ids = extend_tokenizer(parts.tokenizer, num_time_bins)
-    config = build_config(parts, preset, feature=feature, prompt_format=prompt_format, system_prompt=system_prompt)
+    new_ids = extend_tokenizer(parts.tokenizer, int(values.get("num_time_bins", PiteConfig.num_time_bins)))
+    config = build_config(parts, preset, values, prompt_format=prompt_format, system_prompt=system_prompt)
     if dry_run:
         return config
     fit_embeddings(parts.language_model, new_ids, config.text_config.vocab_size)
     with init_empty_weights():
         model = PiteForConditionalGeneration(config)
     model.vision_tower, model.language_model = parts.tower, parts.language_model
-    _new_pite_heads(model, dtype)
+    _materialise_pite_heads(model, dtype)
     if config.time_token_init == "ordinal":
         init_time_token_rows(model.causal_lm(), config.time_token_ids())
     model.tokenizer = parts.tokenizer
@@ -251,17 +251,13 @@ def init_from_pretrained(
     return model.eval()
 
 
-def _new_pite_heads(model: PiteForConditionalGeneration, dtype: torch.dtype) -> None:
-    """Real, newly initialised adapter μ and projectors (HF's normal(0, initializer_range)) in ``dtype``."""
-    config = model.config
-    if config.reads_patch_tokens:
+def _materialise_pite_heads(model: PiteForConditionalGeneration, dtype: torch.dtype) -> None:
+    """The PiTe parts the model built on the meta device (adapter μ, the projectors, a visibility
+    head) made real and newly initialised (HF's normal(0, initializer_range)), in ``dtype``."""
+    if model.config.reads_patch_tokens:
         raise InitError("trajectory_readout 'soft_argmax' is not supported by init: use a projector preset")
-    hidden = config.hidden_size
-    width = int(config.vision_config.projection_dim if config.vision_feature == "projected"
-                else config.vision_config.hidden_size)
-    model.adapter = make_projector(config.adapter_type, width, hidden)
-    model.loc_projector = make_projector(config.projector_type, hidden, 2)
-    model.traj_projector = make_projector(config.projector_type, hidden, config.num_frames * config.num_points * 2)
-    for module in (model.adapter, model.loc_projector, model.traj_projector):
-        module.apply(model._init_weights)
-        module.to(dtype)
+    for name, module in model.named_children():
+        if name not in ("vision_tower", "language_model"):
+            module.to_empty(device="cpu")
+            module.apply(model._init_weights)
+            module.to(dtype)
