@@ -51,6 +51,11 @@ class Example:
     trajectories: list[SpanTrajectory] = field(default_factory=list)
 
 
+# A point whose visibility probability (``PhraseTrack.visibility``) is below this counts as hidden:
+# the node publishes it STATE_OCCLUDED, and the evaluation scores the head's calls so.
+VISIBLE_THRESHOLD = 0.5
+
+
 @dataclass
 class PhraseTrack:
     """A noun phrase of an answer and the trajectory the model predicts for it.

@@ -34,7 +34,7 @@ from std_msgs.msg import Header
 
 from pite_msgs.msg import Answer, ObjectTrack, TimeSegment, TrackArray, TrackPoint
 from pite_ros.model.temporal import DEFAULT_NUM_TIME_BINS, render_time_tokens
-from pite_ros.types import AnswerResult, PhraseTrack
+from pite_ros.types import VISIBLE_THRESHOLD, AnswerResult, PhraseTrack
 
 NS_PER_S = 1_000_000_000
 _ARTICLES = {"a", "an", "the"}
@@ -132,10 +132,6 @@ def object_track(phrase: PhraseTrack, track_id: str, frames: SourceFrames, span:
             track.centroid.append(TrackPoint(stamp=stamp, point_id=0, x=float(cx), y=float(cy), score=score,
                                              state=_state(bool((finite & seen).any()))))
     return track
-
-
-# A point whose visibility probability is below this is published STATE_OCCLUDED (TrackPoint.msg).
-VISIBLE_THRESHOLD = 0.5
 
 
 def point_visibility(phrase: PhraseTrack, shape: tuple[int, int]) -> np.ndarray:

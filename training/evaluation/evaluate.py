@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from pite_ros.model.temporal import parse_segments
+from pite_ros.types import VISIBLE_THRESHOLD
 from training.evaluation.cider import cider_d
 from training.evaluation.dense import DenseSample, Event, densevid_score, soda_c
 from training.evaluation.meteor import MeteorError, MeteorScorer, meteor_unavailable_reason
@@ -321,9 +322,6 @@ def _trajectory(items: list[tuple[int, EvalItem]], pck_threshold: float) -> Task
         build.section.notes.append("visibility: the head's call (probability >= 0.5: visible) per point of the "
                                    "trajectories with a prediction; hidden_recall is the share of hidden points called hidden")
     return build.finish(total, metrics)
-
-
-VISIBLE_THRESHOLD = 0.5  # as the node's: a point under it is published occluded
 
 
 def visibility_metrics(called: np.ndarray, truth: np.ndarray) -> dict[str, float]:
