@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import sentencepiece
@@ -99,3 +100,13 @@ def _save_llama_weights(path: Path, tokenizer, seed: int) -> Path:
                          tie_word_embeddings=False)
     LlamaForCausalLM(config).save_pretrained(path)
     return path
+
+
+def stage_in_hub_cache(folder: Path, hf_home: Path, repo_id: str) -> None:
+    """Put a ``save_pretrained`` ``folder`` into the Hub cache under ``hf_home`` as ``repo_id``, the way
+    a download leaves it (``hub/models--owner--name/snapshots/<commit>`` and ``refs/main``)."""
+    commit = "0" * 40
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)

@@ -12,16 +12,14 @@ in every stage, as PiTe freezes CLIP).
 
 Memory: both parts load in the dtype asked (``from_pretrained(dtype=...)``), the PiTe model
 is assembled around them on the meta device, so a 7B never exists as a second fp32 copy.
-Nothing here trusts remote code; a Hub id is fetched only where the network allows and
-``HF_HUB_OFFLINE`` is not set. Every failure is an ``InitError`` naming the source.
+Nothing here trusts remote code; a Hub id is fetched where the network allows, and from
+the local Hub cache alone where ``HF_HUB_OFFLINE`` is set (``pite_ros.hub``). Every failure is an ``InitError`` naming the source.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +38,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from pite_ros.hub import weights_source, where
 from pite_ros.model.config import PRESETS_DIR, ConfigError, PiteConfig, load_config
 from pite_ros.model.modeling import PiteForConditionalGeneration
 from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT
@@ -53,7 +52,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # Fields of a preset that describe the parts loaded here, or that the tokenizer binds: not taken from it.
 _NOT_FROM_PRESET = {"model_type", "vision_config", "text_config", "video_token_id", "grounded_token_id",
                     "separator_token_id", "time_token_offset", "stage", "image_mean", "image_std"}
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
 class InitError(ConfigError):
@@ -81,35 +79,27 @@ def parse_dtype(name: str) -> torch.dtype:
         raise InitError(f"dtype {name!r}: expected one of {sorted(DTYPES)}") from None
 
 
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) forbids downloads."""
-    return any(os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def resolve_source(source: str, option: str) -> tuple[str, bool]:
-    """``(what to pass to from_pretrained, local_files_only)`` for a folder or a Hub id."""
-    path = Path(source).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise InitError(f"{option} {source}: no config.json there (not a save_pretrained folder)")
-        return str(path), True
-    if not _HUB_ID.match(source):
-        raise InitError(f"{option} {source}: no such folder")
-    if hub_offline():
-        raise InitError(f"{option} {source}: no such folder, and HF_HUB_OFFLINE is set, so the Hub id "
-                        "cannot be downloaded (download it elsewhere and pass the folder)")
-    return source, False
+    """``(what to pass to from_pretrained, local_files_only)`` for a folder or a Hub id
+    (``pite_ros.hub.weights_source``); a folder must hold a ``config.json``."""
+    try:
+        resolved, local = weights_source(source)
+    except FileNotFoundError as error:
+        raise InitError(f"{option} {error}") from None
+    if Path(resolved).is_dir() and not (Path(resolved) / "config.json").is_file():
+        raise InitError(f"{option} {source}: no config.json there (not a save_pretrained folder)")
+    return resolved, local
 
 
-def _load(option: str, source: str, loader, *args, **kwargs):
+def _load(option: str, source: str, loader, *args, local_files_only: bool, **kwargs):
     """``loader(*args, **kwargs)``; any failure becomes an InitError naming ``option`` and ``source``."""
     try:
-        return loader(*args, trust_remote_code=False, **kwargs)
+        return loader(*args, trust_remote_code=False, local_files_only=local_files_only, **kwargs)
     except InitError:
         raise
     except Exception as error:  # OSError, ValueError, HF's own errors: all mean "cannot be had"
-        raise InitError(f"{option} {source}: cannot be loaded: {str(error).splitlines()[0]}") from error
+        raise InitError(f"{option} {where(source, local_files_only)}: cannot be loaded: "
+                        f"{str(error).splitlines()[0]}") from error
 
 
 def vision_config_of(config: PretrainedConfig, option: str, source: str) -> PretrainedConfig:

@@ -4,7 +4,9 @@ and the bad inputs that must stop with the folder named and nothing written."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from pretrained_parts import (  # noqa: E402
-    IMAGE_MEAN, IMAGE_STD, bpe_tokenizer, clip_config, save_clip, save_llama, save_sentencepiece_llama)
+    IMAGE_MEAN, IMAGE_STD, bpe_tokenizer, clip_config, save_clip, save_llama, save_sentencepiece_llama,
+    stage_in_hub_cache)
 
 from pite_ros.model import PiteForConditionalGeneration  # noqa: E402
 from pite_ros.model.generation import stop_token_ids  # noqa: E402
@@ -105,7 +108,7 @@ def _init(parts, out: Path, vision: Path | str | None = None, llm: Path | str | 
                       "--preset", "tiny", "--out", str(out), *extra])
 
 
-def test_bad_sources_are_named_and_nothing_is_written(parts, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_bad_sources_are_named_and_nothing_is_written(parts, tmp_path: Path, capsys) -> None:
     root = parts["root"]
     no_eos = save_llama(tmp_path / "no-eos", eos_token=None)
     CLIPVisionModel(clip_config()).save_pretrained(tmp_path / "no-projection")
@@ -113,7 +116,7 @@ def test_bad_sources_are_named_and_nothing_is_written(parts, tmp_path: Path, cap
         ({"vision": parts["llama"]}, f"--vision {parts['llama']}: a 'llama' model, not a CLIP vision model"),
         ({"llm": parts["clip"]}, f"--llm {parts['clip']}: a 'clip_vision_model' model, not a causal language model"),
         ({"llm": no_eos}, f"--llm {no_eos}: its tokenizer has no EOS token"),
-        ({"vision": tmp_path / "missing"}, f"--vision {tmp_path / 'missing'}: no such folder"),
+        ({"vision": tmp_path / "missing"}, f"--vision model folder {tmp_path / 'missing'} does not exist"),
         ({"vision": root}, f"--vision {root}: no config.json there"),
         ({"vision": tmp_path / "no-projection", "extra": ("--vision-feature", "projected")},
          "lacks the weights ['visual_projection.weight'] (a CLIPVisionModel folder has no projection"),
@@ -123,9 +126,29 @@ def test_bad_sources_are_named_and_nothing_is_written(parts, tmp_path: Path, cap
         assert _init(parts, out, case.get("vision"), case.get("llm"), *case.get("extra", ())) == 2
         assert message in capsys.readouterr().err
         assert not out.exists() and not list(tmp_path.glob(".out.*"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert _init(parts, tmp_path / "out", "openai/clip-vit-large-patch14") == 2
-    assert "--vision openai/clip-vit-large-patch14: no such folder, and HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_offline_hub_ids_come_from_the_local_hub_cache(parts, tmp_path: Path) -> None:
+    """HF_HUB_OFFLINE=1: Hub ids already in the cache are used; one that is not is named, and nothing is written."""
+    hf_home = tmp_path / "hf"
+    stage_in_hub_cache(parts["clip"], hf_home, "someone/tiny-clip")
+    stage_in_hub_cache(parts["llama"], hf_home, "someone/tiny-llama")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home)}
+
+    def init(vision: str, out: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "pite_ros.tools.model_cli", "init", "--vision", vision,
+                   "--llm", "someone/tiny-llama", "--preset", "tiny", "--dtype", "float32", "--out", str(out)]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    result = init("someone/tiny-clip", tmp_path / "cached")
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((tmp_path / "cached" / "config.json").read_text())
+    assert config["vision_config"]["hidden_size"] == json.loads((parts["clip"] / "config.json").read_text())["hidden_size"]
+    result = init("openai/clip-vit-large-patch14", tmp_path / "absent")
+    assert result.returncode == 2
+    assert ("--vision Hub id openai/clip-vit-large-patch14 (HF_HUB_OFFLINE is set and it is not in the local "
+            "Hub cache): cannot be loaded") in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "absent").exists()
 
 
 def test_an_existing_output_is_kept_unless_forced(parts, tmp_path: Path, capsys) -> None:

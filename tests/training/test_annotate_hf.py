@@ -111,4 +111,4 @@ def test_a_hub_id_that_cannot_be_had_is_named(tmp_path: Path) -> None:
             "except FileNotFoundError as error:\n    print(error)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "Hub id (not in the cache, or no network) nobody/no-such-model" in result.stdout, result.stderr[-2000:]
+    assert "Hub id nobody/no-such-model (HF_HUB_OFFLINE is set and it is not in the local Hub cache)" in result.stdout, result.stderr[-2000:]

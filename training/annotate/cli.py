@@ -15,10 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
+from pite_ros.hub import weights_source
 from training.annotate.pipeline import AnnotateConfig
 from training.annotate.records import safe_name
 from training.annotate.segmenters import available
-from training.annotate.segmenters.hf import weights_source
 from training.annotate.tracking import TrackerConfig
 
 

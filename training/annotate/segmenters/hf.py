@@ -12,32 +12,20 @@ these are the open-vocabulary models it does:
 
 Weights come from a local folder as ``save_pretrained`` writes it (model + processor; read
 with ``local_files_only``), or from a Hub id (``owner/name``: the Hub cache, or a download
-where there is a network; ``HF_HUB_OFFLINE=1`` keeps it to the cache). These back-ends
+where there is a network; ``HF_HUB_OFFLINE=1`` keeps it to the cache; ``pite_ros.hub``). These back-ends
 segment only the N sampled frames (``all_frames = False``); the tracker carries the points
 between. The video back-ends (``sam3-video``, ``sam2-video``) are in ``segmenters.video``.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from pite_ros.hub import weights_source, where
 from training.annotate.segmenters.base import ClipContext, register
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def weights_source(source: str) -> tuple[str, bool]:
-    """``(source, local_files_only)``: a local folder, or a Hub id; anything else is an error naming it."""
-    if Path(source).is_dir():
-        return source, True
-    if HUB_ID.match(source):
-        return source, False
-    raise FileNotFoundError(f"model folder {source} does not exist (and it is not a Hub id owner/name)")
 
 
 def pretrained(class_name: str, source: str, **options: Any) -> Any:
@@ -48,8 +36,7 @@ def pretrained(class_name: str, source: str, **options: Any) -> Any:
     try:
         return getattr(transformers, class_name).from_pretrained(path, local_files_only=local, **options)
     except OSError as error:
-        where = "folder" if local else "Hub id (not in the cache, or no network)"
-        raise FileNotFoundError(f"{class_name} cannot be loaded from {where} {source}: "
+        raise FileNotFoundError(f"{class_name} cannot be loaded from {where(source, local)}: "
                                 f"{str(error).splitlines()[0]}") from None
 
 

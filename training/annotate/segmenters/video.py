@@ -12,7 +12,7 @@
 
 Both see every decoded frame (``all_frames``), so the point tracker has a mask at every frame:
 it samples the points inside the masks, drops a point that leaves them and re-seeds from them.
-Weights: a ``save_pretrained`` folder or a Hub id (``hf.weights_source``).
+Weights: a ``save_pretrained`` folder or a Hub id (``pite_ros.hub.weights_source``).
 
 ``Sam3VideoProcessor`` and ``Sam2VideoProcessor`` need torchvision, which does not import
 beside the pinned torch, so their steps are done here with the numbers of the processor
@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from pite_ros.hub import weights_source
 from training.annotate.segmenters.base import ClipContext, register
-from training.annotate.segmenters.hf import build_detector, pretrained, weights_source
+from training.annotate.segmenters.hf import build_detector, pretrained
 
 TEXT_LENGTH = 32  # Sam3VideoProcessor pads every prompt to 32 tokens
 FRAME_CHUNK = 16  # frames resized at once (bounds the memory of the intermediate copies)
