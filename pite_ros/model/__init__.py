@@ -19,7 +19,7 @@ _EXPORTS = {
     "PiteConfig": "config",
     "load_config": "config",
     "preset_names": "config",
-    "add_pite_tokens": "tokenizer",
+    "add_pite_tokens": "time_embeddings",
     "bind_tokenizer": "tokenizer",
     "build_tokenizer": "tokenizer",
     "PiteForConditionalGeneration": "modeling",

@@ -38,7 +38,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from pite_ros.model.temporal import DEFAULT_NUM_TIME_BINS
-from pite_ros.model.two_stream import TwoStreamConfig
+from pite_ros.model.two_stream_config import TwoStreamConfig
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 # CLIP's normalisation (openai/clip-vit-*): pixel values are (x / 255 - mean) / std per channel.

@@ -17,6 +17,7 @@ cache). ``forward`` is ``encode_clip`` → splice into the embeddings → ``deco
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -37,13 +38,14 @@ from transformers.utils import ModelOutput
 
 from pite_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from pite_ros.model.config import PiteConfig
-from pite_ros.model.generation import PhraseFn, TokenCallback, answer_batch
+from pite_ros.model.generation import PhraseFn
 from pite_ros.model.losses import pite_loss
 from pite_ros.model.readout import SoftArgmaxReadout, trajectory_rows
 from pite_ros.model.time_embeddings import init_time_token_rows
 from pite_ros.model.tokenizer import bind_tokenizer
+from pite_ros.model.torch_generation import answer_with_model
 from pite_ros.model.two_stream import TwoStreamEncoder
-from pite_ros.types import AnswerResult
+from pite_ros.types import AnswerResult, TokenCallback
 
 
 @dataclass
@@ -351,19 +353,32 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         vis_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool = False,
-        stage: int | None = None,
+        coordinate_terms: Collection[str] | None = None,
+        label_smoothing: float = 0.0,
     ) -> PiteOutput:
-        """Score a spliced batch (``PiteProcessor``); with ``labels``, the stage's loss.
+        """Score a spliced batch (``PiteProcessor``'s keys); with ``labels``, the loss
+        (``pite_ros.model.losses``). B rows of L positions; V visual tokens; T frames.
 
-        ``visual_embeds`` ``(B, V, d)`` and ``patch_tokens`` (from ``encode_clip``) replace
-        ``pixel_values``.
-        ``stage`` 1 adds the location term, 2 the trajectory term, 3 smooths labels by
-        ``config.label_smoothing`` and adds the trajectory term only when stage-2 examples
-        are mixed into its data (rehearsal: the paper's stage-3 data carries no trajectories,
-        so its recipe is unchanged; a from-scratch model that fine-tunes its whole LLM in
-        stage 3 would otherwise lose its trajectories); None adds every term given. The
-        visibility BCE comes with the trajectory term where the model has a visibility head
-        and the batch ``vis_targets``.
+        - ``input_ids`` ``(B, L)``: the prompt and answer ids, ``<video>`` repeated at the
+          visual tokens' positions.
+        - ``attention_mask``: ``(B, L)`` (1 on real tokens; default all ones) or ``(B, 1, L, L)``
+          bool for rows shared by a clip's examples (``decoder_step``).
+        - ``position_ids`` ``(B, L)``: default from the mask (``decoder_step``).
+        - ``pixel_values`` ``(B, T, 3, S, S)`` and ``frame_mask`` ``(B, T)`` (real frames): the
+          clips, encoded here (``encode_clip``).
+        - ``visual_embeds`` ``(B, V, d)`` and ``patch_tokens`` ``(B, T, G², D_v)``: an encoding
+          computed before (``encode_clip``), in place of ``pixel_values``; neither: text only.
+        - ``labels`` ``(B, L)``: the answer ids, -100 where no loss reads.
+        - ``loc_targets`` ``(B, L, 2)`` / ``loc_mask`` ``(B, L)``: each token's point (stage-1 data).
+        - ``traj_targets`` ``(B, L, N, P, 2)`` / ``traj_mask`` ``(B, L, N, P)``: each phrase
+          token's trajectory and the points scored.
+        - ``vis_targets`` ``(B, L, N, P, 1)`` / ``vis_mask`` ``(B, L, N, P)``: whether each point
+          is visible, for the visibility head's BCE (it comes with the trajectory term).
+        - ``past_key_values``, ``use_cache``: the LM's KV cache (``decoder_step``).
+        - ``coordinate_terms``: which coordinate terms the loss adds, of ``"loc"`` and
+          ``"traj"``, each only where its targets are given; None: every term given. The
+          training code chooses them per stage (``pite_ros.model.stages.stage_loss_terms``).
+        - ``label_smoothing``: of the LM's cross-entropy (stage 3: ``config.label_smoothing``).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -380,8 +395,11 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             patch_tokens=patch_tokens, past_key_values=step.past_key_values,
         )
         if labels is not None:
-            use_loc = loc_targets is not None and stage in (None, 1)
-            use_traj = traj_targets is not None and stage in (None, 2, 3)
+            terms = {"loc", "traj"} if coordinate_terms is None else set(coordinate_terms)
+            if terms - {"loc", "traj"}:
+                raise ValueError(f"coordinate_terms {sorted(terms)}: expected some of 'loc', 'traj'")
+            use_loc = loc_targets is not None and "loc" in terms
+            use_traj = traj_targets is not None and "traj" in terms
             use_vis = use_traj and vis_targets is not None and self.config.visibility_head
             if (use_loc or use_traj) and self.config.reads_patch_tokens and patch_tokens is None:
                 raise ValueError("coordinate targets with a soft-argmax read-out need pixel_values or patch_tokens")
@@ -395,7 +413,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
                 step.logits,
                 labels,
                 coord_weight=self.config.coord_weight,
-                label_smoothing=self.config.label_smoothing if stage == 3 else 0.0,
+                label_smoothing=label_smoothing,
                 loc=loc if use_loc else None,
                 loc_targets=loc_targets if use_loc else None,
                 loc_mask=loc_mask,
@@ -445,7 +463,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         phrase_fn: PhraseFn | None = None,
     ) -> list[AnswerResult]:
         """Answers for several clips at once (left-padded, greedy, one KV cache)."""
-        return answer_batch(self, clips, questions, durations, max_new_tokens=max_new_tokens,
+        return answer_with_model(self, clips, questions, durations, max_new_tokens=max_new_tokens,
                             on_token=on_token, phrase_fn=phrase_fn)
 
     # -- checkpoints ------------------------------------------------------------------------

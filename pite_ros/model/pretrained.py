@@ -43,8 +43,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from pite_ros.model.config import PRESETS_DIR, ConfigError, PiteConfig, load_config
 from pite_ros.model.modeling import PiteForConditionalGeneration
 from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT
-from pite_ros.model.time_embeddings import init_time_token_rows
-from pite_ros.model.tokenizer import bind_tokenizer, extend_tokenizer, fit_embeddings
+from pite_ros.model.time_embeddings import fit_embeddings, init_time_token_rows
+from pite_ros.model.tokenizer import bind_tokenizer, extend_tokenizer
 
 log = logging.getLogger(__name__)
 

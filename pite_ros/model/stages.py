@@ -37,12 +37,13 @@ training, ``time_tokens`` is dropped (those rows train as part of the full matri
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import peft
 import torch
 from peft import PeftModel
 
-from pite_ros.model.config import ConfigError
+from pite_ros.model.config import ConfigError, PiteConfig
 from pite_ros.model.modeling import PiteForConditionalGeneration
 from pite_ros.model.readout import SoftArgmaxReadout
 
@@ -52,8 +53,23 @@ STAGE_TRAINABLE: dict[int, tuple[str, ...]] = {
     2: ("adapter", "traj_projector", "vis_projector", "lora"),
     3: ("lora", "time_tokens"),
 }
+# The coordinate terms of each stage's loss (``forward``'s ``coordinate_terms``): docs/papers.md,
+# PiTe L1 (location), L2 (trajectory), L3 (none). Stage 3 keeps the trajectory term for batches
+# that carry trajectories, i.e. stage-2 examples mixed into its data (rehearsal: the paper's
+# stage-3 data carries none, so its recipe is unchanged; a from-scratch model that fine-tunes its
+# whole LLM in stage 3 would otherwise lose its trajectories). Stage 0 trains the tower on its own loss.
+STAGE_COORDINATE_TERMS: dict[int, tuple[str, ...]] = {0: (), 1: ("loc",), 2: ("traj",), 3: ("traj",)}
 GROUPS = ("vision_tower", "adapter", "llm", "embeddings", "time_tokens", "lora", "loc_projector", "traj_projector",
           "vis_projector")
+
+
+def stage_loss_terms(config: PiteConfig, stage: int) -> dict[str, Any]:
+    """``forward``'s loss arguments for training ``stage``: its coordinate terms, and stage 3's
+    label smoothing (``config.label_smoothing``)."""
+    if stage not in STAGE_COORDINATE_TERMS:
+        raise ConfigError(f"stage must be one of {sorted(STAGE_COORDINATE_TERMS)}, got {stage}")
+    return {"coordinate_terms": STAGE_COORDINATE_TERMS[stage],
+            "label_smoothing": config.label_smoothing if stage == 3 else 0.0}
 
 
 def trainable_groups(model: PiteForConditionalGeneration, stage: int) -> tuple[str, ...]:

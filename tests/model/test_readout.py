@@ -11,7 +11,7 @@ from pite_ros.model import PiteForConditionalGeneration, PiteProcessor, build_mo
 from pite_ros.model.config import ConfigError, PiteConfig
 from pite_ros.model.losses import pite_loss
 from pite_ros.model.readout import SoftArgmaxReadout, patch_centres, trajectory_rows
-from pite_ros.model.stages import init_trajectory_from_localization
+from pite_ros.model.stages import init_trajectory_from_localization, stage_loss_terms
 
 
 def test_patch_centres_are_row_major_in_unit_coordinates():
@@ -83,7 +83,7 @@ def test_model_reads_trajectories_from_the_clips_patches(soft_model, video_examp
     batch = processor([video_example])
     visual, patches = soft_model.encode_clip(batch["pixel_values"])
     assert visual.shape == (1, 4, 64) and patches.shape == (1, 4, 16, 32)  # 32 px / patch 8: 4x4 patches
-    output = soft_model(**batch, stage=2)
+    output = soft_model(**batch, **stage_loss_terms(soft_model.config, 2))
     assert float(output.coord_loss.detach()) > 0 and output.traj is None  # the loss projected its positions only
     assert torch.equal(output.patch_tokens, patches)
     with torch.no_grad():
@@ -95,10 +95,10 @@ def test_model_reads_trajectories_from_the_clips_patches(soft_model, video_examp
     with pytest.raises(ValueError, match="patch tokens"):
         soft_model.project(step.hidden)
     with pytest.raises(ValueError, match="pixel_values or patch_tokens"):
-        soft_model(**{k: v for k, v in batch.items() if k != "pixel_values"}, stage=2)
+        soft_model(**{k: v for k, v in batch.items() if k != "pixel_values"}, **stage_loss_terms(soft_model.config, 2))
     # A still image (stage 1): φ reads its one frame, every trajectory row too.
     image = processor([image_example])
-    assert float(soft_model(**image, stage=1).coord_loss.detach()) > 0
+    assert float(soft_model(**image, **stage_loss_terms(soft_model.config, 1)).coord_loss.detach()) > 0
     with torch.no_grad():
         traj = soft_model(**{k: v for k, v in image.items() if k != "labels"}).traj
     assert torch.equal(traj, traj[..., :1, :, :].expand_as(traj))
@@ -110,7 +110,7 @@ def test_loss_projects_only_the_positions_it_reads(soft_model, video_example, im
     coordinate loss equals the one over every position's projection, and so do its gradients."""
     batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([image_example if stage == 1 else video_example])
     query = (soft_model.loc_projector if stage == 1 else soft_model.traj_projector).query.weight
-    output = soft_model(**batch, stage=stage)
+    output = soft_model(**batch, **stage_loss_terms(soft_model.config, stage))
     sparse = torch.autograd.grad(output.coord_loss, query)[0]
     loc, traj = soft_model.project(output.hidden_states, output.patch_tokens)
     full = pite_loss(output.logits, batch["labels"], coord_weight=soft_model.config.coord_weight,
@@ -148,7 +148,7 @@ def test_soft_argmax_model_answers_with_its_video_example_trajectory(soft_model,
     batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([video_example])
     optimizer = torch.optim.AdamW(soft_model.parameters(), lr=1e-2, weight_decay=0.0)
     for _ in range(60):
-        soft_model(**batch, stage=None).loss.backward()
+        soft_model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     phrase = video_example.trajectories[0]

@@ -8,8 +8,8 @@ import torch
 
 from pite_ros.model import PiteForConditionalGeneration, PiteProcessor, build_model, load_config, setup_stage
 from pite_ros.model.config import ConfigError
-from pite_ros.model.stages import parameter_groups
-from pite_ros.model.two_stream import TwoStreamConfig
+from pite_ros.model.stages import parameter_groups, stage_loss_terms
+from pite_ros.model.two_stream_config import TwoStreamConfig
 
 FRAMES = 12  # TwoStreamConfig.tiny(): K = 3 segments of 4 frames; 4 spatial + 2 temporal + 1 separator tokens
 
@@ -33,7 +33,7 @@ def test_splice_forward_and_stage_groups(two_stream_model, video_example, image_
     groups = parameter_groups(model)
     assert {n.split(".")[1] for n in groups["adapter"]} == {"spatial_projector", "temporal_projector", "separator"}
     assert {n.split(".")[1] for n in groups["vision_tower"]} == {"image_tower", "video_tower"}
-    output = model(**batch, stage=1)
+    output = model(**batch, **stage_loss_terms(model.config, 1))
     output.loss.backward()
     assert {n for n, p in model.named_parameters() if p.grad is not None} == set(names)
     assert output.coord_loss > 0

@@ -8,7 +8,7 @@ import torch
 
 from pite_ros.engine.export import export_onnx
 from pite_ros.engine.onnx_engine import OnnxEngine
-from pite_ros.model.stages import setup_stage
+from pite_ros.model.stages import setup_stage, stage_loss_terms
 
 
 def test_targets_are_the_phrase_tokens_visibility(model, processor, video_example) -> None:
@@ -27,9 +27,9 @@ def test_the_loss_adds_the_hand_computed_bce(model, processor, video_example) ->
     batch = processor([video_example])
     model.eval()
     with torch.no_grad():
-        with_head = model(**batch, stage=2)
+        with_head = model(**batch, **stage_loss_terms(model.config, 2))
         model.config.visibility_head = False
-        without = model(**batch, stage=2)
+        without = model(**batch, **stage_loss_terms(model.config, 2))
         model.config.visibility_head = True
         hidden = model(**{k: v for k, v in batch.items() if k not in ("labels",)}).hidden_states
     where = torch.nonzero(batch["vis_mask"][0].flatten(1).any(-1)).flatten()  # targets of token i+1 come from h_i
@@ -61,7 +61,7 @@ def test_stage_2_teaches_the_head_which_points_are_hidden(model, processor, vide
     torch.manual_seed(0)
     for _ in range(60):
         optimiser.zero_grad()
-        model(**batch, stage=2).loss.backward()
+        model(**batch, **stage_loss_terms(model.config, 2)).loss.backward()
         optimiser.step()
     assert accuracy() == 1.0  # the one hidden point of the clip (frame 0, point 0) and the visible ones
 

@@ -83,7 +83,3 @@ def build_training_set(config: TrainConfig, model_config: PiteConfig) -> tuple[D
     return read_training_set(config, model_config.image_size, model_config.num_frames, model_config.num_points)
 
 
-def stage_loss_kwargs(config: TrainConfig) -> dict[str, int]:
-    """The forward's ``stage`` selects the stage's loss terms (and stage 3's label smoothing)."""
-    return {"stage": config.stage}
-
