@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pite_ros.model import PiteConfig, PiteForConditionalGeneration, PiteProcessor, build_model, build_tokenizer
+from pite_ros.model import ConfigError as ModelConfigError
 from pite_ros.model import load_config as load_model_config
 from pite_ros.model.stages import parameter_groups, setup_stage
 from training.datasets import SkipReport
@@ -34,10 +35,11 @@ def _vocabulary(config: TrainConfig) -> list[str]:
 
 
 def _apply_overrides(model_config: PiteConfig, config: TrainConfig) -> None:
-    for name, value in config.model_overrides.items():
-        if not hasattr(model_config, name):
-            raise ConfigError(f"{config.source}: model_overrides.{name} is not a field of the model config")
-        setattr(model_config, name, value)
+    """``model_overrides`` set on the model config through its own validation (``update_checked``)."""
+    try:
+        model_config.update_checked(config.model_overrides)
+    except ModelConfigError as error:
+        raise ConfigError(f"{config.source}: model_overrides: {error}") from error
 
 
 def _train_only(model: PiteForConditionalGeneration, config: TrainConfig) -> None:
