@@ -58,7 +58,7 @@ class TorchEngine:
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         try:
-            self.model = PiteForConditionalGeneration.from_pretrained(model_dir, device=torch_device, dtype=torch_dtype)
+            self.model = PiteForConditionalGeneration.from_pretrained(model_dir, device_map=torch_device, dtype=torch_dtype)
         except (CheckpointError, OSError, ValueError) as error:
             raise EngineError(f"cannot load the torch model from {model_dir}: {error}") from error
         self.name = Path(model_dir).resolve().name

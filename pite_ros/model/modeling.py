@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from transformers import (
 from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
-from pite_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from pite_ros.model.checkpoint import load_model_dir, plain_state_dict
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.generation import PhraseFn
 from pite_ros.model.losses import pite_loss
@@ -468,16 +468,39 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def save_pretrained(self, save_directory: str | Path) -> None:
-        """HF layout: ``config.json``, ``model.safetensors`` (LoRA merged), tokenizer files."""
-        save_checkpoint(self, save_directory)
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        is_main_process: bool = True,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Hugging Face's ``save_pretrained`` (same arguments; ``state_dict``, e.g. gathered from
+        FSDP shards, is saved instead of the live weights), writing a plain model: every LoRA
+        merged and peft's names folded (``checkpoint.plain_state_dict``), so a checkpoint loads
+        without peft; and the attached tokenizer's files beside it."""
+        super().save_pretrained(save_directory, is_main_process=is_main_process,
+                                state_dict=plain_state_dict(self, state_dict), **kwargs)
+        if is_main_process and self.tokenizer is not None:
+            self.tokenizer.save_pretrained(save_directory)
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *model_args: Any,
+        dtype: torch.dtype | None = None,
+        device_map: str | torch.device | None = None,
+        **kwargs: Any,
     ) -> PiteForConditionalGeneration:
-        """Load a checkpoint directory written by ``save_pretrained`` (local only, safetensors only)."""
-        return load_checkpoint(cls, directory, dtype=dtype, device=device)
+        """A checkpoint directory written by ``save_pretrained``, in eval mode on ``device_map``
+        (one device; default the CPU) in ``dtype`` (default as saved): local and safetensors only
+        (``checkpoint.load_model_dir``), so the hub's and quantisation's options are refused by name."""
+        unsupported = [*(["model_args"] if model_args else []), *sorted(kwargs)]
+        if unsupported or isinstance(device_map, dict) or device_map == "auto":
+            raise TypeError(f"PiteForConditionalGeneration.from_pretrained: unsupported argument(s) "
+                            f"{unsupported or ['device_map=' + repr(device_map)]} (local safetensors on one device only)")
+        return load_model_dir(cls, pretrained_model_name_or_path, dtype=dtype, device=device_map or "cpu")
 
 
 def build_model(config: PiteConfig, tokenizer: PreTrainedTokenizerBase) -> PiteForConditionalGeneration:

@@ -99,3 +99,31 @@ def test_missing_and_unexpected_tensors_are_named(saved):
     save_file(tensors, path)
     with pytest.raises(CheckpointError, match="unexpected tensor extra.weight"):
         PiteForConditionalGeneration.from_pretrained(saved)
+
+
+def test_hugging_faces_save_arguments(model, tmp_path):
+    """``state_dict=`` (what FSDP training gathers) is merged like the live weights; only the main process writes."""
+    setup_stage(model, 3)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name or "trainable_tokens_delta" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    gathered = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    model.save_pretrained(tmp_path / "live")
+    model.save_pretrained(tmp_path / "given", state_dict=gathered)
+    model.save_pretrained(tmp_path / "other", is_main_process=False)
+    live, given = (load_file(tmp_path / name / "model.safetensors") for name in ("live", "given"))
+    assert set(live) == set(given) and all(torch.equal(live[name], given[name]) for name in live)
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+    merged = model.language_model.merge_and_unload().state_dict()  # peft's own merge, for reference
+    for name, tensor in merged.items():
+        assert torch.allclose(live[f"language_model.{name}"], tensor, atol=1e-6), name
+
+
+def test_from_pretrained_refuses_what_it_cannot_honour(saved):
+    with pytest.raises(TypeError, match="revision"):
+        PiteForConditionalGeneration.from_pretrained(saved, revision="main")
+    with pytest.raises(TypeError, match="device_map='auto'"):
+        PiteForConditionalGeneration.from_pretrained(saved, device_map="auto")
+    loaded = PiteForConditionalGeneration.from_pretrained(saved, dtype=torch.bfloat16, device_map="cpu")
+    assert next(loaded.parameters()).dtype == torch.bfloat16

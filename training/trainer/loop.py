@@ -24,7 +24,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from pite_ros.model.stages import stage_loss_terms
 from training.trainer.build import build_model_for_stage, build_training_set
-from training.trainer.checkpoint import latest_checkpoint, load_checkpoint
+from training.trainer.checkpoint import latest_checkpoint, load_training_state
 from training.trainer import rng
 from training.trainer.config import TrainConfig
 from training.trainer.data import clip_groups
@@ -61,7 +61,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     checkpoint = latest_checkpoint(checkpoints) if resume else None
     state = None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, parameters, accelerator.num_processes)
+        state = load_training_state(checkpoint, parameters, accelerator.num_processes)
         scheduler.load_state_dict(state.scheduler)
         start = state.step
         log.info("resumed from %s at step %d", checkpoint, start)
