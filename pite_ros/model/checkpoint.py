@@ -10,6 +10,7 @@ every problem is a ``CheckpointError`` naming the file and, for weights, the ten
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -104,33 +105,51 @@ def load_model_dir(
         raise CheckpointError(f"{directory / TOKENIZER_NAME}: cannot use the tokenizer: {error}") from error
     with init_empty_weights(include_buffers=False):
         model = cls(config)
-    tensors = _read_weights(directory / WEIGHTS_NAME, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    tensors = _read_weights(directory / WEIGHTS_NAME, expected, getattr(cls, "checkpoint_key_renames", {}))
     model.load_state_dict(tensors, strict=True, assign=True)
     model.tokenizer = tokenizer
     return model.to(device=device, dtype=dtype).eval()
 
 
-def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Every tensor of ``expected`` from ``path``, after checking names and shapes."""
+def _read_weights(
+    path: Path, expected: dict[str, tuple[int, ...]], renames: dict[str, str]
+) -> dict[str, torch.Tensor]:
+    """Every tensor of ``expected`` from ``path``, after checking names and shapes. A stored name
+    is first renamed by the first pattern of ``renames`` (regex -> replacement) that matches it:
+    checkpoints of an older module layout load into today's (errors name the stored tensor)."""
     try:
         handle = safe_open(str(path), framework="pt", device="cpu")
     except Exception as error:  # safetensors raises SafetensorError/OSError on bad headers
         raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
     with handle:
-        names = set(handle.keys())
-        missing = sorted(set(expected) - names)
+        stored: dict[str, str] = {}
+        for name in handle.keys():
+            ours = _renamed(name, renames)
+            if ours in stored:
+                raise CheckpointError(f"{path}: tensor {ours} is stored twice (as {stored[ours]} and {name})")
+            stored[ours] = name
+        missing = sorted(set(expected) - set(stored))
         if missing:
             raise CheckpointError(f"{path}: missing tensor {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        unexpected = sorted(names - set(expected))
+        unexpected = sorted(stored[name] for name in set(stored) - set(expected))
         if unexpected:
             raise CheckpointError(f"{path}: unexpected tensor {unexpected[0]}" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
         tensors = {}
         for name, shape in expected.items():
-            found = tuple(handle.get_slice(name).get_shape())
+            found = tuple(handle.get_slice(stored[name]).get_shape())
             if found != shape:
-                raise CheckpointError(f"{path}: tensor {name} has shape {list(found)}, the config needs {list(shape)}")
+                raise CheckpointError(f"{path}: tensor {stored[name]} has shape {list(found)}, the config needs {list(shape)}")
             try:
-                tensors[name] = handle.get_tensor(name)
+                tensors[name] = handle.get_tensor(stored[name])
             except Exception as error:
-                raise CheckpointError(f"{path}: cannot read tensor {name}: {error}") from error
+                raise CheckpointError(f"{path}: cannot read tensor {stored[name]}: {error}") from error
     return tensors
+
+
+def _renamed(name: str, renames: dict[str, str]) -> str:
+    """``name`` after the first of ``renames`` whose pattern matches it (unchanged if none does)."""
+    for pattern, replacement in renames.items():
+        if re.match(pattern, name):
+            return re.sub(pattern, replacement, name, count=1)
+    return name

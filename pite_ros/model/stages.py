@@ -40,12 +40,10 @@ import warnings
 from typing import Any
 
 import peft
-import torch
 from peft import PeftModel
 
 from pite_ros.model.config import ConfigError, PiteConfig
 from pite_ros.model.modeling import PiteForConditionalGeneration
-from pite_ros.model.readout import SoftArgmaxReadout
 
 STAGE_TRAINABLE: dict[int, tuple[str, ...]] = {
     0: ("vision_tower",),
@@ -101,8 +99,10 @@ def parameter_groups(model: PiteForConditionalGeneration) -> dict[str, list[str]
     groups: dict[str, list[str]] = {group: [] for group in GROUPS}
     for name, parameter in model.named_parameters():
         top, _, rest = name.partition(".")
-        if top == "visual_encoder":  # two-stream: its towers are the vision tower, f, g, separator the adapter
-            group = "vision_tower" if rest.startswith(("image_tower.", "video_tower.")) else "adapter"
+        if top == "visual_encoder":  # the tower(s) (two-stream: both), and the rest (μ; f, g, separator)
+            group = "vision_tower" if rest.startswith(("vision_tower.", "image_tower.", "video_tower.")) else "adapter"
+        elif top == "coordinate_head":
+            group = rest.partition(".")[0]  # loc_projector, traj_projector
         elif top != "language_model":
             group = top
         elif "lora_" in name:
@@ -117,24 +117,11 @@ def parameter_groups(model: PiteForConditionalGeneration) -> dict[str, list[str]
     return groups
 
 
-@torch.no_grad()
 def init_trajectory_from_localization(model: PiteForConditionalGeneration) -> None:
-    """Tile φ over the trajectory projector's N·P·2 outputs (PiTe's ablation: this start matters).
-
-    The last Linear's rows (x, y) are repeated N·P times; earlier layers of an MLP projector are
-    copied. Before training, every predicted point of every frame equals φ's point. A
-    soft-argmax read-out does the same in its form (``SoftArgmaxReadout.tile_from``).
-    """
-    if isinstance(model.traj_projector, SoftArgmaxReadout):
-        model.traj_projector.tile_from(model.loc_projector)
-        return
-    loc = [m for m in model.loc_projector.modules() if isinstance(m, torch.nn.Linear)]
-    traj = [m for m in model.traj_projector.modules() if isinstance(m, torch.nn.Linear)]
-    repeats = model.config.num_frames * model.config.num_points
-    for source, target in zip(loc[:-1], traj[:-1], strict=True):
-        target.load_state_dict(source.state_dict())
-    traj[-1].weight.copy_(loc[-1].weight.repeat(repeats, 1))
-    traj[-1].bias.copy_(loc[-1].bias.repeat(repeats))
+    """Tile φ over the trajectory projector (PiTe's ablation: this start matters): before
+    training, every predicted point of every frame equals φ's point. Each coordinate head does
+    it in its form (``coordinate_head.ProjectorHead`` / ``SoftArgmaxHead``)."""
+    model.coordinate_head.init_trajectory_from_localization()
 
 
 def setup_stage(model: PiteForConditionalGeneration, stage: int) -> list[str]:

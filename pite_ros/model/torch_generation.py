@@ -28,7 +28,7 @@ class GeneratingModel(Protocol):
 
     config: PiteConfig
     tokenizer: PreTrainedTokenizerBase | None
-    traj_projector: nn.Module
+    coordinate_head: nn.Module
     training: bool
 
     def parameters(self, recurse: bool = True) -> Any: ...
@@ -84,7 +84,7 @@ class TorchBackend:
 
     @torch.no_grad()
     def trajectory(self, hidden: np.ndarray, visual, row: int) -> np.ndarray:
-        dtype = next(self.model.traj_projector.parameters()).dtype
+        dtype = next(self.model.coordinate_head.parameters()).dtype
         patches = None if visual[1] is None else visual[1][row : row + 1]
         return self.model.project(self._tensor(hidden[None]).to(dtype), patches)[1][0].float().cpu().numpy()
 

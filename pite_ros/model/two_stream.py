@@ -106,6 +106,14 @@ class TwoStreamEncoder(nn.Module):
                 tower.eval()
         return self
 
+    def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """``F_vid`` (``forward``) and no patch tokens: the ``VisualEncoder`` interface."""
+        return self(pixel_values), None
+
+    def visual_mask(self, frame_mask: torch.Tensor | None) -> None:
+        """Every token is real: each clip has exactly K segments."""
+        return None
+
     def num_visual_tokens(self, num_frames: int) -> int:
         """Length of ``F_vid`` for a clip of ``num_frames`` frames (must be K * frames_per_segment)."""
         self._check_frames(num_frames)

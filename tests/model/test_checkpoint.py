@@ -81,20 +81,20 @@ def test_corrupt_tokenizer_is_named(saved):
 def test_wrong_shape_tensor_is_named(saved):
     path = saved / "model.safetensors"
     tensors = load_file(path)
-    tensors["loc_projector.weight"] = torch.zeros(3, 64)
+    tensors["coordinate_head.loc_projector.weight"] = torch.zeros(3, 64)
     save_file(tensors, path)
-    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor loc_projector.weight has shape \[3, 64\], the config needs \[2, 64\]"):
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor coordinate_head.loc_projector.weight has shape \[3, 64\], the config needs \[2, 64\]"):
         PiteForConditionalGeneration.from_pretrained(saved)
 
 
 def test_missing_and_unexpected_tensors_are_named(saved):
     path = saved / "model.safetensors"
     tensors = load_file(path)
-    del tensors["adapter.bias"]
+    del tensors["visual_encoder.adapter.bias"]
     save_file(tensors, path)
-    with pytest.raises(CheckpointError, match="missing tensor adapter.bias"):
+    with pytest.raises(CheckpointError, match="missing tensor visual_encoder.adapter.bias"):
         PiteForConditionalGeneration.from_pretrained(saved)
-    tensors["adapter.bias"] = torch.zeros(64)
+    tensors["visual_encoder.adapter.bias"] = torch.zeros(64)
     tensors["extra.weight"] = torch.zeros(1)
     save_file(tensors, path)
     with pytest.raises(CheckpointError, match="unexpected tensor extra.weight"):
@@ -127,3 +127,21 @@ def test_from_pretrained_refuses_what_it_cannot_honour(saved):
         PiteForConditionalGeneration.from_pretrained(saved, device_map="auto")
     loaded = PiteForConditionalGeneration.from_pretrained(saved, dtype=torch.bfloat16, device_map="cpu")
     assert next(loaded.parameters()).dtype == torch.bfloat16
+
+
+def test_checkpoints_of_the_earlier_layout_load(model, processor, image_example, saved):
+    """Tensors named before the encoder and the heads were submodules (``vision_tower.*``,
+    ``adapter.*``, ``loc_projector.*``, ``traj_projector.*``: the shipped model's) load renamed."""
+    path = saved / "model.safetensors"
+    old = {name.removeprefix("visual_encoder.").removeprefix("coordinate_head."): tensor
+           for name, tensor in load_file(path).items()}
+    assert {"vision_tower.post_layernorm.weight", "adapter.weight", "traj_projector.bias"} <= set(old)
+    save_file(old, path)
+    loaded = PiteForConditionalGeneration.from_pretrained(saved)
+    batch = {k: v for k, v in processor([image_example]).items() if k != "labels"}
+    model.eval()
+    assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+    assert torch.equal(loaded.state_dict()["coordinate_head.traj_projector.bias"], old["traj_projector.bias"])
+    save_file({**old, "coordinate_head.traj_projector.bias": old["traj_projector.bias"].clone()}, path)
+    with pytest.raises(CheckpointError, match="tensor coordinate_head.traj_projector.bias is stored twice"):
+        PiteForConditionalGeneration.from_pretrained(saved)

@@ -52,7 +52,7 @@ def test_init_carries_the_pretrained_weights_and_adds_the_pite_tokens(parts, ini
     assert config.prompt_format == "vicuna_v1" and config.system_prompt == VICUNA_SYSTEM_PROMPT
     # the tower and every LLM weight as pretrained (the tower untouched by any stage: PiTe freezes CLIP)
     for name, tensor in clip.state_dict().items():
-        assert torch.equal(model.vision_tower.state_dict()[name], tensor), name
+        assert torch.equal(model.visual_encoder.vision_tower.state_dict()[name], tensor), name
     ours = model.causal_lm().state_dict()
     old_rows = llama.config.vocab_size
     for name, tensor in llama.state_dict().items():

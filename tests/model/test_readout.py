@@ -109,7 +109,7 @@ def test_loss_projects_only_the_positions_it_reads(soft_model, video_example, im
     """``forward`` with labels projects the target positions alone (``project_where``); its
     coordinate loss equals the one over every position's projection, and so do its gradients."""
     batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([image_example if stage == 1 else video_example])
-    query = (soft_model.loc_projector if stage == 1 else soft_model.traj_projector).query.weight
+    query = getattr(soft_model.coordinate_head, "loc_projector" if stage == 1 else "traj_projector").query.weight
     output = soft_model(**batch, **stage_loss_terms(soft_model.config, stage))
     sparse = torch.autograd.grad(output.coord_loss, query)[0]
     loc, traj = soft_model.project(output.hidden_states, output.patch_tokens)
@@ -179,14 +179,14 @@ def test_frame_patch_pool_adds_pooled_patch_tokens_per_frame(tokenizer, video_ex
     short = type(video_example)("short", video_example.frames[:2], video_example.prompt, "a red circle.", 3.0)
     batch = processor([video_example, short])
     assert (batch["input_ids"] == config.video_token_id).sum(1).tolist() == [20, 10]
-    visual = model.encode_frames(batch["pixel_values"])
+    visual = model.encode_clip(batch["pixel_values"])[0]
     assert visual.shape == (2, 20, 64)
     # Token 0 of a frame is its CLS through μ; tokens 1-4 the pooled quarters of its patch grid.
     with torch.no_grad():
-        output = model.vision_tower(pixel_values=batch["pixel_values"][0, :1])
-        cls = model.adapter(output.pooler_output)
+        output = model.visual_encoder.vision_tower(pixel_values=batch["pixel_values"][0, :1])
+        cls = model.visual_encoder.adapter(output.pooler_output)
         quarter = output.last_hidden_state[0, 1:].view(4, 4, -1)[:2, 2:].mean((0, 1))
-        top_right = model.adapter(model.vision_tower.post_layernorm(quarter))
+        top_right = model.visual_encoder.adapter(model.visual_encoder.vision_tower.post_layernorm(quarter))
     assert torch.allclose(visual[0, 0], cls[0], atol=1e-5) and torch.allclose(visual[0, 2], top_right, atol=1e-5)
     assert model.visual_mask(batch["frame_mask"]).sum(1).tolist() == [20, 10]
     assert model(**batch).logits.shape[:2] == batch["input_ids"].shape

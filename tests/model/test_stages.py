@@ -79,7 +79,7 @@ def test_stage_2_tiles_once(model):
     loc, traj = model.project(hidden)
     assert torch.allclose(traj, loc[:, None, None, :].expand_as(traj))
     with torch.no_grad():
-        model.traj_projector.bias.add_(1.0)
+        model.coordinate_head.traj_projector.bias.add_(1.0)
     trained = model.project(hidden)[1]
     setup_stage(model, 2)  # continuing stage 2 keeps the trained projector
     assert torch.equal(model.project(hidden)[1], trained)
