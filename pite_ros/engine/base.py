@@ -42,7 +42,7 @@ class Engine(Protocol):
         ...
 
 
-def answer_batch(
+def answers_from_engine(
     engine: Engine,
     clips: Sequence[np.ndarray],
     questions: Sequence[str],

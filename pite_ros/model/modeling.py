@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from peft import PeftModel
 from torch import nn
@@ -38,13 +37,10 @@ from transformers.utils import ModelOutput
 from pite_ros.model.checkpoint import load_model_dir, plain_state_dict
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.coordinate_head import build_coordinate_head, make_projector
-from pite_ros.model.generation import PhraseFn
 from pite_ros.model.losses import pite_loss
 from pite_ros.model.time_embeddings import init_time_token_rows
 from pite_ros.model.tokenizer import bind_tokenizer
-from pite_ros.model.torch_generation import answer_with_model
 from pite_ros.model.visual_encoder import build_visual_encoder
-from pite_ros.types import AnswerResult, TokenCallback
 
 
 @dataclass
@@ -93,7 +89,8 @@ class PitePreTrainedModel(PreTrainedModel):
 class PiteForConditionalGeneration(PitePreTrainedModel):
     """The PiTe model: ``visual_encoder``, ``language_model``, ``coordinate_head`` and, with
     ``config.visibility_head``, ``vis_projector``. ``tokenizer`` (optional attribute) is saved
-    and loaded with the weights and is needed by ``answer``; ``build_model`` attaches it."""
+    and loaded with the weights; ``build_model`` attaches it. Answers:
+    ``pite_ros.model.torch_generation.answer_with_model``."""
 
     # Tensor names of checkpoints saved before the encoder and heads were submodules -> today's.
     checkpoint_key_renames = {
@@ -359,45 +356,6 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             )
             output.loss, output.lm_loss, output.coord_loss = terms.loss, terms.lm_loss, terms.coord_loss
         return output
-
-    # -- inference ------------------------------------------------------------------------
-
-    def answer(
-        self,
-        frames: np.ndarray | list[np.ndarray],
-        question: str | list[str],
-        duration: float | list[float],
-        *,
-        max_new_tokens: int | None = None,
-        on_token: TokenCallback | None = None,
-        phrase_fn: PhraseFn | None = None,
-    ) -> AnswerResult | list[AnswerResult]:
-        """Answer ``question`` about ``frames`` ``(N, H, W, 3)`` uint8 RGB spanning ``duration`` s.
-
-        Lists of clips, questions and durations answer a batch and return a list (see
-        ``answer_batch``). ``on_token(token_id, text_so_far) -> bool`` is called after each
-        token (single clip only; False stops); ``phrase_fn(text) -> [(start, end)]`` finds the
-        noun phrases (default ``pite_ros.text.noun_phrases``). See ``pite_ros.model.generation``.
-        """
-        if isinstance(frames, (list, tuple)):
-            return self.answer_batch(list(frames), list(question), list(duration), max_new_tokens=max_new_tokens,
-                                     on_token=on_token, phrase_fn=phrase_fn)
-        return self.answer_batch([frames], [question], [duration], max_new_tokens=max_new_tokens,
-                                 on_token=on_token, phrase_fn=phrase_fn)[0]
-
-    def answer_batch(
-        self,
-        clips: list[np.ndarray],
-        questions: list[str],
-        durations: list[float],
-        *,
-        max_new_tokens: int | None = None,
-        on_token: TokenCallback | None = None,
-        phrase_fn: PhraseFn | None = None,
-    ) -> list[AnswerResult]:
-        """Answers for several clips at once (left-padded, greedy, one KV cache)."""
-        return answer_with_model(self, clips, questions, durations, max_new_tokens=max_new_tokens,
-                            on_token=on_token, phrase_fn=phrase_fn)
 
     # -- checkpoints ------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The greedy loop (``pite_ros.model.generation``) on the PyTorch model: ``TorchBackend``
 wraps the model's cut points (``encode_clip``, ``merge_visual``, ``decoder_step`` with a
-``transformers`` ``DynamicCache``, ``project``, ``visibility``) and ``answer_with_model``
-answers clips with it.
+``transformers`` ``DynamicCache``, ``project``, ``visibility``); ``answer_with_model`` (one
+clip) and ``answers_with_model`` (several, batched) answer with it.
 
 The model is typed by the ``GeneratingModel`` protocol (what the backend calls), not by its
 class, so this module and ``pite_ros.model.modeling`` do not import each other.
@@ -94,8 +94,28 @@ class TorchBackend:
         return None if probabilities is None else probabilities[0].float().cpu().numpy()
 
 
-@torch.no_grad()
 def answer_with_model(
+    model: GeneratingModel,
+    frames: np.ndarray,
+    question: str,
+    duration: float,
+    *,
+    max_new_tokens: int | None = None,
+    on_token: TokenCallback | None = None,
+    phrase_fn: PhraseFn | None = None,
+) -> AnswerResult:
+    """Answer ``question`` about ``frames`` ``(N, H, W, 3)`` uint8 RGB spanning ``duration`` s.
+
+    ``on_token(token_id, text_so_far) -> bool`` is called after each token (False stops);
+    ``phrase_fn(text) -> [(start, end)]`` finds the noun phrases (default
+    ``pite_ros.text.noun_phrases``). See ``pite_ros.model.generation``.
+    """
+    return answers_with_model(model, [frames], [question], [duration], max_new_tokens=max_new_tokens,
+                              on_token=on_token, phrase_fn=phrase_fn)[0]
+
+
+@torch.no_grad()
+def answers_with_model(
     model: GeneratingModel,
     clips: Sequence[np.ndarray],
     questions: Sequence[str],
@@ -105,7 +125,8 @@ def answer_with_model(
     on_token: TokenCallback | None = None,
     phrase_fn: PhraseFn | None = None,
 ) -> list[AnswerResult]:
-    """One ``AnswerResult`` per clip from the PyTorch model (``generate`` with ``TorchBackend``)."""
+    """One ``AnswerResult`` per clip from the PyTorch model, in one left-padded greedy loop with one
+    KV cache (``generate`` with ``TorchBackend``); ``on_token`` works with a single clip only."""
     backend = TorchBackend(model)
     training = model.training
     model.eval()  # no LoRA dropout while answering

@@ -12,6 +12,7 @@ from pite_ros.model.config import ConfigError, PiteConfig
 from pite_ros.model.losses import pite_loss
 from pite_ros.model.readout import SoftArgmaxReadout, patch_centres, trajectory_rows
 from pite_ros.model.stages import init_trajectory_from_localization, stage_loss_terms
+from pite_ros.model.torch_generation import answer_with_model
 
 
 def test_patch_centres_are_row_major_in_unit_coordinates():
@@ -152,7 +153,7 @@ def test_soft_argmax_model_answers_with_its_video_example_trajectory(soft_model,
         optimizer.step()
         optimizer.zero_grad()
     phrase = video_example.trajectories[0]
-    result = soft_model.answer(video_example.frames, video_example.prompt, video_example.duration,
+    result = answer_with_model(soft_model, video_example.frames, video_example.prompt, video_example.duration,
                                phrase_fn=lambda text: [(phrase.start, phrase.end)] if text == video_example.response else [])
     assert result.text == video_example.response
     [track] = result.phrases
@@ -160,7 +161,7 @@ def test_soft_argmax_model_answers_with_its_video_example_trajectory(soft_model,
     assert np.abs(track.trajectory - phrase.points).mean() < 0.05
     soft_model.save_pretrained(tmp_path / "soft")
     loaded = PiteForConditionalGeneration.from_pretrained(tmp_path / "soft")
-    again = loaded.answer(video_example.frames, video_example.prompt, video_example.duration,
+    again = answer_with_model(loaded, video_example.frames, video_example.prompt, video_example.duration,
                           phrase_fn=lambda text: [(phrase.start, phrase.end)])
     assert again.text == result.text
     assert np.allclose(again.phrases[0].trajectory, track.trajectory, atol=1e-5)
@@ -190,7 +191,7 @@ def test_frame_patch_pool_adds_pooled_patch_tokens_per_frame(tokenizer, video_ex
     assert torch.allclose(visual[0, 0], cls[0], atol=1e-5) and torch.allclose(visual[0, 2], top_right, atol=1e-5)
     assert model.visual_mask(batch["frame_mask"]).sum(1).tolist() == [20, 10]
     assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
-    assert model.answer(image_example.frames, "describe the image.", 0.0, max_new_tokens=2).token_ids
+    assert answer_with_model(model, image_example.frames, "describe the image.", 0.0, max_new_tokens=2).token_ids
     for bad in (3, -2):
         with pytest.raises(ConfigError, match="frame_patch_pool"):
             PiteConfig(frame_patch_pool=bad, vision_config={"image_size": 32, "patch_size": 8})

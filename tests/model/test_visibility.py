@@ -9,6 +9,7 @@ import torch
 from pite_ros.engine.export import export_onnx
 from pite_ros.engine.onnx_engine import OnnxEngine
 from pite_ros.model.stages import setup_stage, stage_loss_terms
+from pite_ros.model.torch_generation import answer_with_model
 
 
 def test_targets_are_the_phrase_tokens_visibility(model, processor, video_example) -> None:
@@ -74,7 +75,7 @@ def test_answers_carry_visibility_through_torch_and_onnx(model, tmp_path, video_
     engine = OnnxEngine(tmp_path / "onnx")
     question = "describe the video."
     phrase_fn = lambda text: [(0, len(text))] if text else []  # noqa: E731  one phrase: the whole answer
-    expected = model.answer(video_example.frames, question, 6.0, max_new_tokens=8, phrase_fn=phrase_fn)
+    expected = answer_with_model(model, video_example.frames, question, 6.0, max_new_tokens=8, phrase_fn=phrase_fn)
     assert expected.phrases and expected.phrases[0].visibility.shape == (4, 4)
     assert ((expected.phrases[0].visibility >= 0) & (expected.phrases[0].visibility <= 1)).all()
     from pite_ros.model.generation import generate
