@@ -6,6 +6,7 @@ are seconds from the start of the clip. Nothing here imports torch or rclpy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,10 @@ class Example:
     points: list[SpanPoint] = field(default_factory=list)
     trajectories: list[SpanTrajectory] = field(default_factory=list)
 
+
+# Called after each generated token with (token id, answer text so far); returning False stops
+# generation there (the node's action uses it for streamed feedback and cancel).
+TokenCallback = Callable[[int, str], bool]
 
 # A point whose visibility probability (``PhraseTrack.visibility``) is below this counts as hidden:
 # the node publishes it STATE_OCCLUDED, and the evaluation scores the head's calls so.

@@ -7,16 +7,12 @@ times, which the caller maps to source pixels and stamps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from pite_ros.types import AnswerResult
-
-# Called after each generated token with (token id, answer text so far); returning False
-# stops generation there (the node's action uses it for streamed feedback and cancel).
-TokenCallback = Callable[[int, str], bool]
+from pite_ros.types import AnswerResult, TokenCallback
 
 
 class EngineError(RuntimeError):
@@ -46,7 +42,7 @@ class Engine(Protocol):
         ...
 
 
-def answer_batch(
+def answers_from_engine(
     engine: Engine,
     clips: Sequence[np.ndarray],
     questions: Sequence[str],

@@ -155,7 +155,8 @@ def measure_engine(kind: str, path: str, settings: BenchSettings) -> dict[str, A
     import torch  # noqa: F401  (imported by every engine: part of the common baseline)
 
     from pite_ros.engine.onnx_parity import probes
-    from pite_ros.model.generation import TorchBackend, default_phrase_fn, generate
+    from pite_ros.model.generation import default_phrase_fn, generate
+    from pite_ros.model.torch_generation import TorchBackend
 
     phrase_fn = default_phrase_fn()
     phrase_fn("a phrase finder warmed up before the baseline.")

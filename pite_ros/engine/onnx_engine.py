@@ -26,7 +26,7 @@ import onnxruntime as ort
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pite_ros.engine.base import EngineError, TokenCallback
-from pite_ros.engine.onnx_graphs import past_names, present_names
+from pite_ros.engine.onnx_cache_names import past_names, present_names
 from pite_ros.engine.onnx_manifest import read_manifest
 from pite_ros.engine.onnx_providers import GPU_PROVIDERS, make_session, resolve_providers, session_options
 from pite_ros.model.config import ConfigError, PiteConfig, load_config

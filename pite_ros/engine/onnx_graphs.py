@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
+from pite_ros.engine.onnx_cache_names import past_names, present_names
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.modeling import PiteForConditionalGeneration
 
@@ -60,16 +61,6 @@ def decoder_outputs(config: PiteConfig) -> list[str]:
 def projector_inputs(config: PiteConfig) -> list[str]:
     """The projector graph's inputs: a hidden state, and the clip's patch tokens when read."""
     return ["hidden", "patch_tokens"] if config.reads_patch_tokens else ["hidden"]
-
-
-def past_names(num_layers: int) -> list[str]:
-    """``past_key_values.{i}.key``, ``past_key_values.{i}.value`` for every layer, in order."""
-    return [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-
-
-def present_names(num_layers: int) -> list[str]:
-    """``present.{i}.key``, ``present.{i}.value`` for every layer, in order."""
-    return [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
 
 
 @dataclass(frozen=True)

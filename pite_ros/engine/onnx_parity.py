@@ -37,7 +37,8 @@ from transformers.cache_utils import DynamicCache
 from pite_ros.engine.onnx_engine import OrtBackend
 from pite_ros.engine.onnx_graphs import decoder_outputs
 from pite_ros.model.config import PiteConfig
-from pite_ros.model.generation import GreedyBackend, TorchBackend, advance, generate, start
+from pite_ros.model.generation import GreedyBackend, advance, generate, start
+from pite_ros.model.torch_generation import TorchBackend
 from pite_ros.model.modeling import PiteForConditionalGeneration
 from pite_ros.model.processor import PiteProcessor
 

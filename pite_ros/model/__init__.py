@@ -1,12 +1,18 @@
 """The PiTe model: one definition used by training, evaluation, export and the node (no ROS).
 
-Modules, each one job: ``config`` (PiteConfig, presets), ``tokenizer``, ``prompt`` (the
-template), ``preprocess`` (frames to pixels), ``splice`` (visual tokens into text, targets),
-``processor`` (collate), ``modeling`` (the model), ``losses``, ``stages`` (what trains when),
-``checkpoint`` (HF-layout I/O), ``generation`` (answers), ``describe`` (parameter counts),
-``temporal`` (time tokens), ``time_embeddings`` (their rows' ordinal start).
+Modules, each one job: ``config`` (PiteConfig, presets, the one validation),
+``two_stream_config``, ``tokenizer``, ``prompt`` (the template), ``preprocess`` (frames to
+pixels), ``splice`` (visual tokens into text, targets), ``processor`` (collate), ``modeling``
+(the model's composition and forward), its parts ``visual_encoder`` (per-frame CLS or
+``two_stream``) and ``coordinate_head`` (projectors or the soft-argmax ``readout``),
+``losses``, ``stages`` (what trains when, each stage's loss terms), ``checkpoint``
+(HF-layout I/O), ``generation`` (the greedy loop, NumPy only) and ``torch_generation`` (it on
+the torch model), ``describe`` (parameter counts), ``temporal`` (time tokens),
+``time_embeddings`` (the added tokens' embedding rows).
 
-Names below are imported lazily, so ``pite_ros.model.temporal`` stays light (no torch).
+Imports go one way (config < parts < modeling < stages), without a circle. Names below are
+imported lazily, so ``pite_ros.model.temporal`` stays light (no torch), and the ONNX runtime's
+modules (``config``, ``processor``, ``generation``) run without torch.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ _EXPORTS = {
     "PiteConfig": "config",
     "load_config": "config",
     "preset_names": "config",
-    "add_pite_tokens": "tokenizer",
+    "add_pite_tokens": "time_embeddings",
+    "answer_with_model": "torch_generation",
+    "answers_with_model": "torch_generation",
     "bind_tokenizer": "tokenizer",
     "build_tokenizer": "tokenizer",
     "PiteForConditionalGeneration": "modeling",
@@ -38,6 +46,7 @@ _EXPORTS = {
     "init_trajectory_from_localization": "stages",
     "parameter_groups": "stages",
     "setup_stage": "stages",
+    "stage_loss_terms": "stages",
     "trainable_groups": "stages",
     "CheckpointError": "checkpoint",
     "preprocess_frames": "preprocess",

@@ -10,22 +10,23 @@ every problem is a ``CheckpointError`` naming the file and, for weights, the ten
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import torch
 from accelerate import init_empty_weights
+from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 from safetensors import safe_open
-from safetensors.torch import save_file
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedModel
 
 from pite_ros.model.config import ConfigError, load_config
 from pite_ros.model.tokenizer import check_tokenizer
 
-if TYPE_CHECKING:
-    from pite_ros.model.modeling import PiteForConditionalGeneration
+# Any PiTe model class: the loader builds ``cls(config)`` and returns it, typed as given.
+ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -37,48 +38,56 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be loaded or saved; the message names the file (and tensor)."""
 
 
-def save_checkpoint(model: PiteForConditionalGeneration, directory: str | Path) -> None:
-    """Write ``model`` (LoRA merged), its config and its tokenizer (when attached) to ``directory``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(directory)
-    save_file(_plain_state_dict(model), str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    if model.tokenizer is not None:
-        model.tokenizer.save_pretrained(directory)
-
-
 @torch.no_grad()
-def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict of the merged model under a plain model's names, without touching ``model``.
+def plain_state_dict(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """``state_dict`` (default: ``model``'s own) as a plain model's: every LoRA merged and peft's
+    wrapper names folded, computed aside without touching ``model``.
 
-    A LoRA-wrapped Linear's weight becomes ``W + ΔW`` (peft's ``get_delta_weight``), an
-    embedding or head with trainable token rows gets those rows (``get_merged_weights``);
-    peft's wrapper names are folded and adapter tensors left out. Computed aside rather than
-    with peft's merge/unmerge, which would leave rounding drift in the live weights.
+    A LoRA-wrapped Linear's weight becomes ``W + scaling · B A`` (peft's ``get_delta_weight``, on
+    the state's tensors), an embedding or head with trainable token rows gets those rows
+    (``get_merged_weights``); adapter tensors are left out. ``model`` gives only the structure
+    (which modules are LoRA layers, their scaling), so a state gathered from FSDP shards merges
+    alike. Not peft's merge/unmerge, which would leave rounding drift in the live weights.
     """
-    state = {name: tensor for name, tensor in model.state_dict().items() if "lora_" not in name and "trainable_tokens_" not in name}
+    state = dict(model.state_dict() if state_dict is None else state_dict)
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer):
-            weight = module.get_base_layer().weight
-            state[f"{name}.base_layer.weight"] = weight + sum(module.get_delta_weight(a).to(weight.dtype) for a in module.active_adapters)
+            if not isinstance(module, LoraLinear):
+                raise CheckpointError(f"{name}: cannot merge a LoRA on a {type(module).__name__} (Linear only)")
+            weight = state[f"{name}.base_layer.weight"]
+            for adapter in module.active_adapters:
+                down, up = state[f"{name}.lora_A.{adapter}.weight"], state[f"{name}.lora_B.{adapter}.weight"]
+                half_on_cpu = weight.device.type == "cpu" and weight.dtype in (torch.float16, torch.bfloat16)
+                delta = up.float() @ down.float() if half_on_cpu else up @ down  # peft's own rule
+                delta = (delta.T if module.fan_in_fan_out else delta) * module.scaling[adapter]
+                weight = weight + delta.to(weight.dtype)
+            state[f"{name}.base_layer.weight"] = weight
         elif isinstance(module, TrainableTokensLayer):
-            state[f"{name}.base_layer.weight"] = module.get_merged_weights(module.active_adapters)
+            weight = state[f"{name}.base_layer.weight"]
+            for adapter in module.active_adapters:
+                index = torch.tensor(module.token_indices[adapter], device=weight.device)
+                weight = weight.index_copy(0, index, state[f"{name}.trainable_tokens_delta.{adapter}"].to(weight))
+            state[f"{name}.base_layer.weight"] = weight
     plain = {}
     for name, tensor in state.items():
+        if "lora_" in name or "trainable_tokens_" in name:
+            continue
         for old, new in _PEFT_PARTS:
             name = name.replace(old, new)
         plain[name] = tensor.detach().contiguous()
     return plain
 
 
-def load_checkpoint(
-    cls: type[PiteForConditionalGeneration],
+def load_model_dir(
+    cls: type[ModelT],
     directory: str | Path,
     *,
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
-) -> PiteForConditionalGeneration:
-    """The model saved in ``directory``, tokenizer attached, in eval mode."""
+) -> ModelT:
+    """The model of class ``cls`` saved in ``directory``, tokenizer attached, in eval mode."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory does not exist")
@@ -96,33 +105,51 @@ def load_checkpoint(
         raise CheckpointError(f"{directory / TOKENIZER_NAME}: cannot use the tokenizer: {error}") from error
     with init_empty_weights(include_buffers=False):
         model = cls(config)
-    tensors = _read_weights(directory / WEIGHTS_NAME, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    tensors = _read_weights(directory / WEIGHTS_NAME, expected, getattr(cls, "checkpoint_key_renames", {}))
     model.load_state_dict(tensors, strict=True, assign=True)
     model.tokenizer = tokenizer
     return model.to(device=device, dtype=dtype).eval()
 
 
-def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Every tensor of ``expected`` from ``path``, after checking names and shapes."""
+def _read_weights(
+    path: Path, expected: dict[str, tuple[int, ...]], renames: dict[str, str]
+) -> dict[str, torch.Tensor]:
+    """Every tensor of ``expected`` from ``path``, after checking names and shapes. A stored name
+    is first renamed by the first pattern of ``renames`` (regex -> replacement) that matches it:
+    checkpoints of an older module layout load into today's (errors name the stored tensor)."""
     try:
         handle = safe_open(str(path), framework="pt", device="cpu")
     except Exception as error:  # safetensors raises SafetensorError/OSError on bad headers
         raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
     with handle:
-        names = set(handle.keys())
-        missing = sorted(set(expected) - names)
+        stored: dict[str, str] = {}
+        for name in handle.keys():
+            ours = _renamed(name, renames)
+            if ours in stored:
+                raise CheckpointError(f"{path}: tensor {ours} is stored twice (as {stored[ours]} and {name})")
+            stored[ours] = name
+        missing = sorted(set(expected) - set(stored))
         if missing:
             raise CheckpointError(f"{path}: missing tensor {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        unexpected = sorted(names - set(expected))
+        unexpected = sorted(stored[name] for name in set(stored) - set(expected))
         if unexpected:
             raise CheckpointError(f"{path}: unexpected tensor {unexpected[0]}" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
         tensors = {}
         for name, shape in expected.items():
-            found = tuple(handle.get_slice(name).get_shape())
+            found = tuple(handle.get_slice(stored[name]).get_shape())
             if found != shape:
-                raise CheckpointError(f"{path}: tensor {name} has shape {list(found)}, the config needs {list(shape)}")
+                raise CheckpointError(f"{path}: tensor {stored[name]} has shape {list(found)}, the config needs {list(shape)}")
             try:
-                tensors[name] = handle.get_tensor(name)
+                tensors[name] = handle.get_tensor(stored[name])
             except Exception as error:
-                raise CheckpointError(f"{path}: cannot read tensor {name}: {error}") from error
+                raise CheckpointError(f"{path}: cannot read tensor {stored[name]}: {error}") from error
     return tensors
+
+
+def _renamed(name: str, renames: dict[str, str]) -> str:
+    """``name`` after the first of ``renames`` whose pattern matches it (unchanged if none does)."""
+    for pattern, replacement in renames.items():
+        if re.match(pattern, name):
+            return re.sub(pattern, replacement, name, count=1)
+    return name

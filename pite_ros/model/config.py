@@ -30,31 +30,22 @@ Choices where the papers are silent (docs/papers.md):
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from pite_ros.model.temporal import DEFAULT_NUM_TIME_BINS
-from pite_ros.model.two_stream import TwoStreamConfig
+from pite_ros.model.two_stream_config import TwoStreamConfig
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 # CLIP's normalisation (openai/clip-vit-*): pixel values are (x / 255 - mean) / std per channel.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-
-# The string fields checked on every config (the Literal annotations are not enforced by HF).
-_CHOICES = {
-    "time_token_init": ("random", "ordinal"),
-    "time_token_decoding": ("argmax", "median"),
-    "trajectory_loss_points": ("visible", "all"),
-    "trajectory_readout": ("projector", "soft_argmax"),
-    "coordinate_activation": ("sigmoid", "identity"),
-    "prompt_format": ("vicuna_v1", "chat_template"),
-}
 
 
 class ConfigError(ValueError):
@@ -171,7 +162,7 @@ class PiteConfig(PreTrainedConfig):
         for name in ("num_frames", "num_points", "num_time_bins", "lora_r", "max_new_tokens", "readout_dim"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"PiteConfig.{name} must be positive, got {getattr(self, name)}")
-        for name, allowed in _CHOICES.items():
+        for name, allowed in literal_fields().items():  # HF does not enforce the Literal annotations
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"PiteConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         if self.reads_patch_tokens and self.visual_encoding != "pite":
@@ -189,6 +180,22 @@ class PiteConfig(PreTrainedConfig):
                 self.two_stream = self.two_stream_config().to_dict()
             except ValueError as error:
                 raise ConfigError(f"PiteConfig.two_stream: {error}") from error
+
+    def update_checked(self, values: dict[str, Any]) -> None:
+        """Set the fields in ``values`` (e.g. training's ``model_overrides``) after validating the
+        config they make as a whole, as every new config is: ConfigError naming an unknown field
+        or a bad value, and then nothing is changed."""
+        current = self.to_dict()
+        unknown = sorted(set(values) - set(current))
+        if unknown:
+            raise ConfigError(f"PiteConfig has no field {unknown[0]!r}")
+        current.pop("model_type", None)
+        try:
+            checked = PiteConfig(**{**current, **values})
+        except (TypeError, ValueError) as error:
+            raise ConfigError(str(error)) from error
+        for name in values:
+            setattr(self, name, getattr(checked, name))
 
     def two_stream_config(self) -> TwoStreamConfig:
         """The two-stream encoder's options (``visual_encoding="two_stream"``)."""
@@ -228,6 +235,15 @@ class PiteConfig(PreTrainedConfig):
         if self.time_token_offset is None:
             raise ConfigError("PiteConfig has no tokenizer bound (time_token_offset is None)")
         return list(range(self.time_token_offset, self.time_token_offset + self.num_time_bins + 1))
+
+
+@functools.cache
+def literal_fields() -> dict[str, tuple[Any, ...]]:
+    """Every ``Literal``-typed field of ``PiteConfig`` and its allowed values, read from the annotations."""
+    # PiteConfig's own annotations only: the base class's name types (torch) this module does not import.
+    own = type("PiteConfigFields", (), {"__annotations__": dict(PiteConfig.__annotations__), "__module__": __name__})
+    hints = get_type_hints(own)
+    return {name: get_args(hint) for name, hint in hints.items() if get_origin(hint) is Literal}
 
 
 def preset_names() -> list[str]:

@@ -2,10 +2,10 @@
 
 One greedy loop (``generate``) serves every runtime: it talks to a ``GreedyBackend`` that
 encodes frames, runs the decoder over the prompt (prefill) and over one token per row
-(decode) with its own KV cache, and projects a hidden state to a trajectory. ``TorchBackend``
-wraps the model (``encode_clip``, ``merge_visual``, ``decoder_step`` with a
-``transformers`` ``DynamicCache``, ``project``); the ONNX Runtime engine has its own
-(``pite_ros.engine.onnx_engine.OrtBackend``). Preprocessing, token choice, stopping,
+(decode) with its own KV cache, and projects a hidden state to a trajectory. This module is
+NumPy only (no torch), so the ONNX runtime runs where torch is not installed; the PyTorch
+backend is ``pite_ros.model.torch_generation.TorchBackend``, the ONNX Runtime one
+``pite_ros.engine.onnx_engine.OrtBackend``. Preprocessing, token choice, stopping,
 phrases, trajectories, scores and segments are this module's alone, so both runtimes return
 the same ``AnswerResult`` for the same logits and hidden states.
 
@@ -31,24 +31,18 @@ temporal tokens of the text (``temporal.parse_segments``), in seconds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-import torch
 from transformers import PreTrainedTokenizerBase
-from transformers.cache_utils import DynamicCache
 
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.processor import PiteProcessor
 from pite_ros.model.temporal import parse_segments
-from pite_ros.types import AnswerResult, PhraseTrack
+from pite_ros.types import AnswerResult, PhraseTrack, TokenCallback
 from pite_ros.video import uniform_frame_times
 
-if TYPE_CHECKING:
-    from pite_ros.model.modeling import PiteForConditionalGeneration
-
 PhraseFn = Callable[[str], list[tuple[int, int]]]
-TokenCallback = Callable[[int, str], bool]
 
 
 class Step(NamedTuple):
@@ -94,81 +88,11 @@ class GreedyBackend(Protocol):
         ...
 
 
-class TorchBackend:
-    """``GreedyBackend`` over the PyTorch model (its device and dtype; no gradients)."""
-
-    def __init__(self, model: PiteForConditionalGeneration) -> None:
-        if model.tokenizer is None:
-            raise ValueError("the model has no tokenizer attached (load a checkpoint or use build_model)")
-        self.model = model
-        self.config = model.config
-        self.tokenizer = model.tokenizer
-        self.device = next(model.parameters()).device
-
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
-
-    @staticmethod
-    def _step(step) -> Step:
-        last = (step.logits[:, -1], step.hidden[:, -1])
-        return Step(*(tensor.float().cpu().numpy() for tensor in last), step.past_key_values)
-
-    @torch.no_grad()
-    def encode(self, pixel_values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.model.encode_clip(self._tensor(pixel_values))
-
-    @torch.no_grad()
-    def prefill(self, visual, frame_mask, input_ids, attention_mask, position_ids) -> Step:
-        model = self.model
-        embeds = model.merge_visual(self._tensor(input_ids), visual[0], model.visual_mask(self._tensor(frame_mask)))
-        cache = DynamicCache(config=self.config.text_config)
-        return self._step(model.decoder_step(embeds, self._tensor(attention_mask), self._tensor(position_ids), cache))
-
-    @torch.no_grad()
-    def decode(self, token_ids, attention_mask, position_ids, cache) -> Step:
-        embeds = self.model.embed_tokens(self._tensor(token_ids))
-        step = self.model.decoder_step(embeds, self._tensor(attention_mask), self._tensor(position_ids), cache)
-        return self._step(step)
-
-    @torch.no_grad()
-    def trajectory(self, hidden: np.ndarray, visual, row: int) -> np.ndarray:
-        dtype = next(self.model.traj_projector.parameters()).dtype
-        patches = None if visual[1] is None else visual[1][row : row + 1]
-        return self.model.project(self._tensor(hidden[None]).to(dtype), patches)[1][0].float().cpu().numpy()
-
-    @torch.no_grad()
-    def visibility(self, hidden: np.ndarray, visual, row: int) -> np.ndarray | None:
-        probabilities = self.model.visibility(self._tensor(hidden[None]))
-        return None if probabilities is None else probabilities[0].float().cpu().numpy()
-
-
 def default_phrase_fn() -> PhraseFn:
     """``pite_ros.text.noun_phrases``, imported only when needed (it may load spaCy)."""
     from pite_ros.text import noun_phrases
 
     return noun_phrases
-
-
-@torch.no_grad()
-def answer_batch(
-    model: PiteForConditionalGeneration,
-    clips: Sequence[np.ndarray],
-    questions: Sequence[str],
-    durations: Sequence[float],
-    *,
-    max_new_tokens: int | None = None,
-    on_token: TokenCallback | None = None,
-    phrase_fn: PhraseFn | None = None,
-) -> list[AnswerResult]:
-    """One ``AnswerResult`` per clip from the PyTorch model (``generate`` with ``TorchBackend``)."""
-    backend = TorchBackend(model)
-    training = model.training
-    model.eval()  # no LoRA dropout while answering
-    try:
-        return generate(backend, clips, questions, durations, max_new_tokens=max_new_tokens, on_token=on_token,
-                        phrase_fn=phrase_fn)
-    finally:
-        model.train(training)
 
 
 def generate(
@@ -238,12 +162,11 @@ def start(
     """Preprocess, encode and prefill: the first ``Step``, the attention mask ``(B, L)`` of the
     left-padded prompts, each row's last position ``(B, 1)`` and the clips' encoding."""
     processor = PiteProcessor(backend.tokenizer, backend.config)
-    pixels = processor.pixel_batch(clips)
-    prompts = processor.prompt_batch(questions, [len(clip) for clip in clips])
-    prompts = {key: value.numpy() for key, value in prompts.items()}
-    visual = backend.encode(pixels["pixel_values"].numpy())
+    pixels = processor.pixel_batch(clips, return_tensors="np")
+    prompts = processor.prompt_batch(questions, [len(clip) for clip in clips], return_tensors="np")
+    visual = backend.encode(pixels["pixel_values"])
     mask = prompts["attention_mask"]
-    step = backend.prefill(visual, pixels["frame_mask"].numpy(), prompts["input_ids"], mask, prompts["position_ids"])
+    step = backend.prefill(visual, pixels["frame_mask"], prompts["input_ids"], mask, prompts["position_ids"])
     return step, mask, prompts["position_ids"][:, -1:], visual
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from pite_ros.model.splice import IGNORE_INDEX
 
 
 @dataclass

@@ -1,49 +1,46 @@
-"""``PiteForConditionalGeneration``: vision tower, adapter μ, causal LM, φ and the trajectory projector.
+"""``PiteForConditionalGeneration``: a visual encoder, a causal LM and the coordinate heads.
 
-docs/papers.md, PiTe "Architecture": each of the N frames goes through the vision tower; its
-CLS feature goes through the adapter μ into the LLM's embedding space (one visual token per
-frame, ``z ∈ R^{N×d}``); the LLM reads ``z`` and the text; on the same last hidden state h_i,
-the vocabulary head gives the next token, the localization projector φ a point (x, y) and
-the trajectory projector N frames × P points × (x, y). Projector outputs go through a
-sigmoid so they lie in [0, 1] like the normalised targets (or are used raw, as the authors'
-weights were trained: ``coordinate_activation``). With ``trajectory_readout:
-soft_argmax`` both heads instead read the point from the vision tower's patch tokens
-(``pite_ros.model.readout``, a deviation explained there), so they need the clip's patches.
+docs/papers.md, PiTe "Architecture": the clip's frames become visual tokens in the LLM's
+embedding space (``visual_encoder``: PiTe's per-frame CLS through the adapter μ, or
+Grounded-VideoLLM's two streams; ``pite_ros.model.visual_encoder``); the LLM reads them and the
+text; on the same last hidden state h_i, the vocabulary head gives the next token and the
+``coordinate_head`` a point (x, y) (φ) and N frames × P points × (x, y) (the trajectory
+projector; regressed, or read from the tower's patch tokens: ``pite_ros.model.coordinate_head``);
+an optional visibility head (``vis_projector``) gives each of those points' visibility.
+This module holds the composition and ``forward``; the loss terms are the caller's choice
+(``coordinate_terms``, ``label_smoothing``; training's are ``stages.stage_loss_terms``).
 
 Two pieces are callable on their own for ONNX export and the engines: ``encode_clip``
-(vision tower + adapter, and the patch tokens) and ``decoder_step`` (LM + heads, with a KV
-cache). ``forward`` is ``encode_clip`` → splice into the embeddings → ``decoder_step`` → losses.
+(visual encoder, and the patch tokens a soft-argmax head reads) and ``decoder_step`` (LM +
+heads, with a KV cache). ``forward`` is ``encode_clip`` → splice into the embeddings →
+``decoder_step`` → losses.
+
+Checkpoints saved before the encoder and heads were submodules name their tensors
+``vision_tower.*``, ``adapter.*``, ``loc_projector.*``, ``traj_projector.*``;
+``checkpoint_key_renames`` maps them on load (the shipped default model is such a checkpoint).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from peft import PeftModel
 from torch import nn
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    CLIPVisionModelWithProjection,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
-from pite_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from pite_ros.model.checkpoint import load_model_dir, plain_state_dict
 from pite_ros.model.config import PiteConfig
-from pite_ros.model.generation import PhraseFn, TokenCallback, answer_batch
+from pite_ros.model.coordinate_head import build_coordinate_head, make_projector
 from pite_ros.model.losses import pite_loss
-from pite_ros.model.readout import SoftArgmaxReadout, trajectory_rows
 from pite_ros.model.time_embeddings import init_time_token_rows
 from pite_ros.model.tokenizer import bind_tokenizer
-from pite_ros.model.two_stream import TwoStreamEncoder
-from pite_ros.types import AnswerResult
+from pite_ros.model.visual_encoder import build_visual_encoder
 
 
 @dataclass
@@ -79,13 +76,6 @@ class DecoderStep(NamedTuple):
     past_key_values: Cache | None
 
 
-def make_projector(kind: str, in_features: int, out_features: int) -> nn.Module:
-    """``linear``: one Linear; ``mlp``: Linear-GELU-Linear (hidden width ``in_features``)."""
-    if kind == "linear":
-        return nn.Linear(in_features, out_features)
-    return nn.Sequential(nn.Linear(in_features, in_features), nn.GELU(), nn.Linear(in_features, out_features))
-
-
 class PitePreTrainedModel(PreTrainedModel):
     """Hugging Face plumbing shared by PiTe models (config class, weight initialisation)."""
 
@@ -97,30 +87,24 @@ class PitePreTrainedModel(PreTrainedModel):
 
 
 class PiteForConditionalGeneration(PitePreTrainedModel):
-    """The PiTe model. ``tokenizer`` (optional attribute) is saved and loaded with the weights
-    and is needed by ``answer``; ``pite_ros.model.build_model`` attaches it."""
+    """The PiTe model: ``visual_encoder``, ``language_model``, ``coordinate_head`` and, with
+    ``config.visibility_head``, ``vis_projector``. ``tokenizer`` (optional attribute) is saved
+    and loaded with the weights; ``build_model`` attaches it. Answers:
+    ``pite_ros.model.torch_generation.answer_with_model``."""
+
+    # Tensor names of checkpoints saved before the encoder and heads were submodules -> today's.
+    checkpoint_key_renames = {
+        r"^vision_tower\.": "visual_encoder.vision_tower.",
+        r"^adapter\.": "visual_encoder.adapter.",
+        r"^loc_projector\.": "coordinate_head.loc_projector.",
+        r"^traj_projector\.": "coordinate_head.traj_projector.",
+    }
 
     def __init__(self, config: PiteConfig):
         super().__init__(config)
-        hidden = config.hidden_size
-        if config.visual_encoding == "two_stream":
-            self.visual_encoder = TwoStreamEncoder(config.two_stream_config(), hidden)
-        elif config.vision_feature == "projected":
-            self.vision_tower = CLIPVisionModelWithProjection(config.vision_config)
-            self.adapter = make_projector(config.adapter_type, int(config.vision_config.projection_dim), hidden)
-        else:
-            self.vision_tower = AutoModel.from_config(config.vision_config)
-            self.adapter = make_projector(config.adapter_type, int(config.vision_config.hidden_size), hidden)
+        self.visual_encoder = build_visual_encoder(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        if config.reads_patch_tokens:
-            size = (hidden, int(config.vision_config.hidden_size), config.patch_grid)
-            self.loc_projector = SoftArgmaxReadout(*size, 1, config.readout_dim, config.readout_max_offset)
-            self.traj_projector = SoftArgmaxReadout(*size, config.num_points, config.readout_dim,
-                                                    config.readout_max_offset)
-        else:
-            self.loc_projector = make_projector(config.projector_type, hidden, 2)
-            self.traj_projector = make_projector(config.projector_type, hidden,
-                                                 config.num_frames * config.num_points * 2)
+        self.coordinate_head = build_coordinate_head(config)
         if config.visibility_head:
             self.vis_projector = self.new_visibility_head()
         self.tokenizer: PreTrainedTokenizerBase | None = None
@@ -138,48 +122,16 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         """``(B, L)`` ids -> ``(B, L, d)`` input embeddings."""
         return self.causal_lm().get_input_embeddings()(input_ids)
 
-    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision tower + adapter μ: ``(B, T, 3, S, S)`` -> ``(B, T * tokens_per_frame, d)``, one
-        token per frame (and its pooled patches, ``frame_patch_pool``), frame after frame;
-        two-stream: ``(B, K * tokens_per_segment, d)`` (``TwoStreamEncoder``)."""
-        return self.encode_clip(pixel_values)[0]
-
     def encode_clip(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``encode_frames``'s visual tokens and, for a soft-argmax read-out, the tower's patch
-        tokens ``(B, T, G², D_v)`` (its last hidden state without CLS), from one pass."""
-        if self.config.visual_encoding == "two_stream":
-            return self.visual_encoder(pixel_values), None
-        batch, frames = pixel_values.shape[:2]
-        output = self.vision_tower(pixel_values=pixel_values.flatten(0, 1).to(self.vision_tower.dtype))
-        feature = output.image_embeds if self.config.vision_feature == "projected" else output.pooler_output
-        visual = self.adapter(feature.to(self.adapter_dtype)).view(batch, frames, 1, -1)
-        if self.config.frame_patch_pool:
-            visual = torch.cat([visual, self._pooled_patches(output.last_hidden_state).unflatten(0, (batch, frames))], 2)
-        visual = visual.flatten(1, 2)
-        if not self.config.reads_patch_tokens:
-            return visual, None
-        return visual, output.last_hidden_state[:, 1:].unflatten(0, (batch, frames))
+        """``(B, T, 3, S, S)`` -> the visual tokens ``(B, V, d)`` and, when the coordinate head
+        reads them, the tower's patch tokens ``(B, T, G², D_v)``, from one pass."""
+        visual, patches = self.visual_encoder.encode(pixel_values)
+        return visual, patches if self.coordinate_head.reads_patch_tokens else None
 
     def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """The vision tower's last hidden state without CLS: ``(N, 3, S, S)`` -> ``(N, G², D_v)``,
-        the per-patch features that stage 0 trains and the tower probe reads."""
-        return self.vision_tower(pixel_values=images.to(self.vision_tower.dtype)).last_hidden_state[:, 1:]
-
-    def _pooled_patches(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``(F, 1 + G², D_v)`` tower states -> ``(F, (G/k)², d)``: the patch grid average-pooled
-        k × k, then the CLS token's path (post-layernorm, CLIP's projection when used, μ)."""
-        grid, pool = self.config.patch_grid, self.config.frame_patch_pool
-        patches = hidden[:, 1:].unflatten(1, (grid, grid)).permute(0, 3, 1, 2)
-        pooled = nn.functional.avg_pool2d(patches, pool).flatten(2).transpose(1, 2)
-        tower = self.vision_tower
-        pooled = getattr(tower, "vision_model", tower).post_layernorm(pooled)
-        if self.config.vision_feature == "projected":
-            pooled = tower.visual_projection(pooled)
-        return self.adapter(pooled.to(self.adapter_dtype))
-
-    @property
-    def adapter_dtype(self) -> torch.dtype:
-        return next(self.adapter.parameters()).dtype
+        """The vision tower's patch tokens of ``(N, 3, S, S)`` images -> ``(N, G², D_v)`` (PiTe
+        encoding: what stage 0 trains and the tower probe reads)."""
+        return self.visual_encoder.patch_tokens(images)
 
     def merge_visual(
         self, input_ids: torch.Tensor, visual_embeds: torch.Tensor, visual_mask: torch.Tensor | None = None
@@ -200,36 +152,16 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         return embeds.masked_scatter(slots.unsqueeze(-1), visual_embeds[visual_mask].to(embeds.dtype))
 
     def visual_mask(self, frame_mask: torch.Tensor | None) -> torch.Tensor | None:
-        """Which visual tokens of ``encode_frames`` are real: the frames' mask for PiTe (repeated
-        for each token of a frame); all for two-stream (every clip has exactly K segments)."""
-        if self.config.visual_encoding != "pite" or frame_mask is None:
-            return None
-        return frame_mask.repeat_interleave(self.config.tokens_per_frame, dim=1)
+        """Which visual tokens of ``encode_clip`` are real, from the frames' mask ``(B, T)`` (None: all)."""
+        return self.visual_encoder.visual_mask(frame_mask)
 
     def project(
         self, hidden: torch.Tensor, patch_tokens: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """φ and the trajectory projector on ``(B, ..., d)`` hidden states: ``(B, ..., 2)`` and
-        ``(B, ..., N, P, 2)`` in [0, 1]. A soft-argmax read-out needs row b's clip patches
-        ``patch_tokens[b]`` ``(B, T, G², D_v)``: φ reads the first frame, trajectory row n the
-        frame ``trajectory_rows`` gives it (frame n when T = N)."""
-        config = self.config
-        if config.reads_patch_tokens:
-            if patch_tokens is None:
-                raise ValueError("a soft-argmax read-out needs the clip's patch tokens (encode_clip)")
-            rows = trajectory_rows(patch_tokens.shape[1], config.num_frames).to(patch_tokens.device)
-            loc = self.loc_projector(hidden, patch_tokens[:, :1])[..., 0, 0, :]
-            return loc, self.traj_projector(hidden, patch_tokens.index_select(1, rows))
-        loc, traj = self._coordinates(self.loc_projector(hidden)), self._coordinates(self.traj_projector(hidden))
-        return loc, traj.unflatten(-1, (config.num_frames, config.num_points, 2))
-
-    def _coordinates(self, raw: torch.Tensor) -> torch.Tensor:
-        """A projector's raw output as coordinates (``config.coordinate_activation``): the sigmoid,
-        or the raw value (the PiTe authors' heads), clamped to [0, 1] outside training so that
-        every consumer gets points on the frame while the L1 still sees the raw value."""
-        if self.config.coordinate_activation == "sigmoid":
-            return torch.sigmoid(raw)
-        return raw if self.training else raw.clamp(0.0, 1.0)
+        """The coordinate head on ``(B, ..., d)`` hidden states: φ's ``(B, ..., 2)`` and the
+        trajectory ``(B, ..., N, P, 2)``, in [0, 1]; a soft-argmax head needs row b's clip
+        patches ``patch_tokens[b]`` ``(B, T, G², D_v)``."""
+        return self.coordinate_head(hidden, patch_tokens)
 
     def new_visibility_head(self) -> nn.Module:
         """A visibility head for this config: hidden state -> N × P logits (``config.visibility_head``)."""
@@ -240,7 +172,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         """Give a model saved without one a newly initialised visibility head (to fine-tune it)."""
         head = self.new_visibility_head()
         head.apply(self._init_weights)
-        self.vis_projector = head.to(next(self.traj_projector.parameters()).dtype)
+        self.vis_projector = head.to(next(self.coordinate_head.parameters()).dtype)
         self.config.visibility_head = True
 
     def visibility_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
@@ -325,7 +257,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         )
         hidden = output.last_hidden_state
         logits = lm.get_output_embeddings()(hidden)
-        if not heads or (patch_tokens is None and self.config.reads_patch_tokens):
+        if not heads or (patch_tokens is None and self.coordinate_head.reads_patch_tokens):
             loc = traj = None
         else:
             loc, traj = self.project(hidden, patch_tokens)
@@ -351,19 +283,32 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         vis_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         use_cache: bool = False,
-        stage: int | None = None,
+        coordinate_terms: Collection[str] | None = None,
+        label_smoothing: float = 0.0,
     ) -> PiteOutput:
-        """Score a spliced batch (``PiteProcessor``); with ``labels``, the stage's loss.
+        """Score a spliced batch (``PiteProcessor``'s keys); with ``labels``, the loss
+        (``pite_ros.model.losses``). B rows of L positions; V visual tokens; T frames.
 
-        ``visual_embeds`` ``(B, V, d)`` and ``patch_tokens`` (from ``encode_clip``) replace
-        ``pixel_values``.
-        ``stage`` 1 adds the location term, 2 the trajectory term, 3 smooths labels by
-        ``config.label_smoothing`` and adds the trajectory term only when stage-2 examples
-        are mixed into its data (rehearsal: the paper's stage-3 data carries no trajectories,
-        so its recipe is unchanged; a from-scratch model that fine-tunes its whole LLM in
-        stage 3 would otherwise lose its trajectories); None adds every term given. The
-        visibility BCE comes with the trajectory term where the model has a visibility head
-        and the batch ``vis_targets``.
+        - ``input_ids`` ``(B, L)``: the prompt and answer ids, ``<video>`` repeated at the
+          visual tokens' positions.
+        - ``attention_mask``: ``(B, L)`` (1 on real tokens; default all ones) or ``(B, 1, L, L)``
+          bool for rows shared by a clip's examples (``decoder_step``).
+        - ``position_ids`` ``(B, L)``: default from the mask (``decoder_step``).
+        - ``pixel_values`` ``(B, T, 3, S, S)`` and ``frame_mask`` ``(B, T)`` (real frames): the
+          clips, encoded here (``encode_clip``).
+        - ``visual_embeds`` ``(B, V, d)`` and ``patch_tokens`` ``(B, T, G², D_v)``: an encoding
+          computed before (``encode_clip``), in place of ``pixel_values``; neither: text only.
+        - ``labels`` ``(B, L)``: the answer ids, -100 where no loss reads.
+        - ``loc_targets`` ``(B, L, 2)`` / ``loc_mask`` ``(B, L)``: each token's point (stage-1 data).
+        - ``traj_targets`` ``(B, L, N, P, 2)`` / ``traj_mask`` ``(B, L, N, P)``: each phrase
+          token's trajectory and the points scored.
+        - ``vis_targets`` ``(B, L, N, P, 1)`` / ``vis_mask`` ``(B, L, N, P)``: whether each point
+          is visible, for the visibility head's BCE (it comes with the trajectory term).
+        - ``past_key_values``, ``use_cache``: the LM's KV cache (``decoder_step``).
+        - ``coordinate_terms``: which coordinate terms the loss adds, of ``"loc"`` and
+          ``"traj"``, each only where its targets are given; None: every term given. The
+          training code chooses them per stage (``pite_ros.model.stages.stage_loss_terms``).
+        - ``label_smoothing``: of the LM's cross-entropy (stage 3: ``config.label_smoothing``).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -380,10 +325,13 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             patch_tokens=patch_tokens, past_key_values=step.past_key_values,
         )
         if labels is not None:
-            use_loc = loc_targets is not None and stage in (None, 1)
-            use_traj = traj_targets is not None and stage in (None, 2, 3)
+            terms = {"loc", "traj"} if coordinate_terms is None else set(coordinate_terms)
+            if terms - {"loc", "traj"}:
+                raise ValueError(f"coordinate_terms {sorted(terms)}: expected some of 'loc', 'traj'")
+            use_loc = loc_targets is not None and "loc" in terms
+            use_traj = traj_targets is not None and "traj" in terms
             use_vis = use_traj and vis_targets is not None and self.config.visibility_head
-            if (use_loc or use_traj) and self.config.reads_patch_tokens and patch_tokens is None:
+            if (use_loc or use_traj) and self.coordinate_head.reads_patch_tokens and patch_tokens is None:
                 raise ValueError("coordinate targets with a soft-argmax read-out need pixel_values or patch_tokens")
             read = torch.zeros_like(labels, dtype=torch.bool)
             if use_loc:
@@ -395,7 +343,7 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
                 step.logits,
                 labels,
                 coord_weight=self.config.coord_weight,
-                label_smoothing=self.config.label_smoothing if stage == 3 else 0.0,
+                label_smoothing=label_smoothing,
                 loc=loc if use_loc else None,
                 loc_targets=loc_targets if use_loc else None,
                 loc_mask=loc_mask,
@@ -409,57 +357,45 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
             output.loss, output.lm_loss, output.coord_loss = terms.loss, terms.lm_loss, terms.coord_loss
         return output
 
-    # -- inference ------------------------------------------------------------------------
-
-    def answer(
-        self,
-        frames: np.ndarray | list[np.ndarray],
-        question: str | list[str],
-        duration: float | list[float],
-        *,
-        max_new_tokens: int | None = None,
-        on_token: TokenCallback | None = None,
-        phrase_fn: PhraseFn | None = None,
-    ) -> AnswerResult | list[AnswerResult]:
-        """Answer ``question`` about ``frames`` ``(N, H, W, 3)`` uint8 RGB spanning ``duration`` s.
-
-        Lists of clips, questions and durations answer a batch and return a list (see
-        ``answer_batch``). ``on_token(token_id, text_so_far) -> bool`` is called after each
-        token (single clip only; False stops); ``phrase_fn(text) -> [(start, end)]`` finds the
-        noun phrases (default ``pite_ros.text.noun_phrases``). See ``pite_ros.model.generation``.
-        """
-        if isinstance(frames, (list, tuple)):
-            return self.answer_batch(list(frames), list(question), list(duration), max_new_tokens=max_new_tokens,
-                                     on_token=on_token, phrase_fn=phrase_fn)
-        return self.answer_batch([frames], [question], [duration], max_new_tokens=max_new_tokens,
-                                 on_token=on_token, phrase_fn=phrase_fn)[0]
-
-    def answer_batch(
-        self,
-        clips: list[np.ndarray],
-        questions: list[str],
-        durations: list[float],
-        *,
-        max_new_tokens: int | None = None,
-        on_token: TokenCallback | None = None,
-        phrase_fn: PhraseFn | None = None,
-    ) -> list[AnswerResult]:
-        """Answers for several clips at once (left-padded, greedy, one KV cache)."""
-        return answer_batch(self, clips, questions, durations, max_new_tokens=max_new_tokens,
-                            on_token=on_token, phrase_fn=phrase_fn)
-
     # -- checkpoints ------------------------------------------------------------------------
 
-    def save_pretrained(self, save_directory: str | Path) -> None:
-        """HF layout: ``config.json``, ``model.safetensors`` (LoRA merged), tokenizer files."""
-        save_checkpoint(self, save_directory)
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        is_main_process: bool = True,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Hugging Face's ``save_pretrained`` (same arguments; ``state_dict``, e.g. gathered from
+        FSDP shards, is saved instead of the live weights), writing a plain model: every LoRA
+        merged and peft's names folded (``checkpoint.plain_state_dict``), so a checkpoint loads
+        without peft; and the attached tokenizer's files beside it. The tensors keep this model's
+        own names (``save_original_format`` defaults to False here: transformers would otherwise
+        write some towers' tensors, e.g. VideoMAE's, under their legacy names, which ``from_pretrained``
+        here does not read)."""
+        kwargs.setdefault("save_original_format", False)
+        super().save_pretrained(save_directory, is_main_process=is_main_process,
+                                state_dict=plain_state_dict(self, state_dict), **kwargs)
+        if is_main_process and self.tokenizer is not None:
+            self.tokenizer.save_pretrained(save_directory)
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *model_args: Any,
+        dtype: torch.dtype | None = None,
+        device_map: str | torch.device | None = None,
+        **kwargs: Any,
     ) -> PiteForConditionalGeneration:
-        """Load a checkpoint directory written by ``save_pretrained`` (local only, safetensors only)."""
-        return load_checkpoint(cls, directory, dtype=dtype, device=device)
+        """A checkpoint directory written by ``save_pretrained``, in eval mode on ``device_map``
+        (one device; default the CPU) in ``dtype`` (default as saved): local and safetensors only
+        (``checkpoint.load_model_dir``), so the hub's and quantisation's options are refused by name."""
+        unsupported = [*(["model_args"] if model_args else []), *sorted(kwargs)]
+        if unsupported or isinstance(device_map, dict) or device_map == "auto":
+            raise TypeError(f"PiteForConditionalGeneration.from_pretrained: unsupported argument(s) "
+                            f"{unsupported or ['device_map=' + repr(device_map)]} (local safetensors on one device only)")
+        return load_model_dir(cls, pretrained_model_name_or_path, dtype=dtype, device=device_map or "cpu")
 
 
 def build_model(config: PiteConfig, tokenizer: PreTrainedTokenizerBase) -> PiteForConditionalGeneration:

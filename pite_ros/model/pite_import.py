@@ -12,8 +12,9 @@ same arithmetic on our model: ``W <- W + (α / r) · B A`` (α / √r with rsLoR
 pair, stage after stage, in the authors' key space, then maps their names onto ours:
 
 - ``model.layers.*``, ``model.norm``, ``model.embed_tokens``, ``lm_head`` -> the causal LM;
-- ``model.vision_adapter`` -> ``adapter``, ``model.localization_projector`` -> ``loc_projector``;
-- ``model.trajectory_projector`` (rows laid out P × N × 2 = 3 × 100 × 2) -> ``traj_projector``
+- ``model.vision_adapter`` -> μ (``visual_encoder.adapter``), ``model.localization_projector`` -> φ
+  (``coordinate_head.loc_projector``);
+- ``model.trajectory_projector`` (rows laid out P × N × 2 = 3 × 100 × 2) -> ``coordinate_head.traj_projector``
   (rows N × P × 2 here): its rows are permuted, not retrained.
 
 The config is the ``pite-7b`` preset's PiTe parts over the two folders' configs, with the
@@ -45,8 +46,8 @@ NON_LORA = "non_lora_trainables.bin"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 # The authors' module names under ``PiTeLlamaModel`` that are not the LLM's own.
-_HEADS = {"vision_adapter": "adapter", "localization_projector": "loc_projector",
-          "trajectory_projector": "traj_projector"}
+_HEADS = {"vision_adapter": "visual_encoder.adapter", "localization_projector": "coordinate_head.loc_projector",
+          "trajectory_projector": "coordinate_head.traj_projector"}
 AUTHORS_POINTS, AUTHORS_FRAMES = 3, 100  # pite.py: Linear(hidden, 3 * 100 * 2), viewed (3, 100, 2)
 
 
@@ -85,7 +86,7 @@ class AuthorsState:
         lm = model.causal_lm()
         self.tensors: dict[str, torch.Tensor] = {name: p.data for name, p in lm.named_parameters()}
         for theirs, ours in _HEADS.items():
-            for name, parameter in getattr(model, ours).named_parameters():
+            for name, parameter in model.get_submodule(ours).named_parameters():
                 self.tensors[f"model.{theirs}.{name}"] = parameter.data
 
     def get(self, key: str, source: Path) -> torch.Tensor:
@@ -174,7 +175,7 @@ def lora_pairs(tensors: dict[str, torch.Tensor], source: Path) -> dict[str, tupl
 @torch.no_grad()
 def to_our_trajectory_layout(model: PiteForConditionalGeneration) -> None:
     """Permute the trajectory projector's output rows from P × N × 2 (theirs) to N × P × 2 (ours)."""
-    head = model.traj_projector
+    head = model.coordinate_head.traj_projector
     for parameter in (head.weight, head.bias):
         rows = parameter.data.unflatten(0, (AUTHORS_POINTS, AUTHORS_FRAMES, 2))
         parameter.data.copy_(rows.transpose(0, 1).flatten(0, 2))

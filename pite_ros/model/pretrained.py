@@ -42,8 +42,8 @@ from pite_ros.hub import weights_source, where
 from pite_ros.model.config import PRESETS_DIR, ConfigError, PiteConfig, load_config
 from pite_ros.model.modeling import PiteForConditionalGeneration
 from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT
-from pite_ros.model.time_embeddings import init_time_token_rows
-from pite_ros.model.tokenizer import bind_tokenizer, extend_tokenizer, fit_embeddings
+from pite_ros.model.time_embeddings import fit_embeddings, init_time_token_rows
+from pite_ros.model.tokenizer import bind_tokenizer, extend_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def init_from_pretrained(
     fit_embeddings(parts.language_model, new_ids, config.text_config.vocab_size)
     with init_empty_weights():
         model = PiteForConditionalGeneration(config)
-    model.vision_tower, model.language_model = parts.tower, parts.language_model
+    model.visual_encoder.vision_tower, model.language_model = parts.tower, parts.language_model
     _materialise_pite_heads(model, dtype)
     if config.time_token_init == "ordinal":
         init_time_token_rows(model.causal_lm(), config.time_token_ids())
@@ -246,8 +246,8 @@ def _materialise_pite_heads(model: PiteForConditionalGeneration, dtype: torch.dt
     head) made real and newly initialised (HF's normal(0, initializer_range)), in ``dtype``."""
     if model.config.reads_patch_tokens:
         raise InitError("trajectory_readout 'soft_argmax' is not supported by init: use a projector preset")
-    for name, module in model.named_children():
-        if name not in ("vision_tower", "language_model"):
-            module.to_empty(device="cpu")
-            module.apply(model._init_weights)
-            module.to(dtype)
+    heads = [module for name, module in model.named_children() if name not in ("visual_encoder", "language_model")]
+    for module in (model.visual_encoder.adapter, *heads):
+        module.to_empty(device="cpu")
+        module.apply(model._init_weights)
+        module.to(dtype)

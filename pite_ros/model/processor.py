@@ -1,27 +1,31 @@
 """``PiteProcessor``: examples, clips and questions to model-ready batches (the collate function).
 
 Text goes through ``pite_ros.model.prompt`` and ``pite_ros.model.splice`` (the one splice),
-frames through ``pite_ros.model.preprocess``. With two-stream encoding a still image (one
-frame, stage 1) is repeated to the K·frames_per_segment frames the encoder needs: a clip in
-which nothing moves. Span targets become per-token targets: an
-answer token carries a span's target when its character offsets overlap the span; when a
-token overlaps several spans the first (in the example's order) wins.
+frames through ``pite_ros.model.preprocess``. Generation's batches come as NumPy arrays
+(``return_tensors="np"``), so the ONNX runtime uses this processor without torch. With
+two-stream encoding a still image (one frame, stage 1) is repeated to the K·frames_per_segment
+frames the encoder needs: a clip in which nothing moves. Span targets become per-token
+targets: an answer token carries a span's target when its character offsets overlap the span;
+when a token overlaps several spans the first (in the example's order) wins.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.preprocess import preprocess_frames
 from pite_ros.model.prompt import encode_answer, encode_prompt
-from pite_ros.model.splice import SpliceItem, splice_batch, splice_shared
+from pite_ros.model.splice import SpliceItem, as_tensors, splice_batch, splice_shared
 from pite_ros.types import Example
+
+if TYPE_CHECKING:
+    import torch
 
 
 class PiteProcessor:
@@ -110,17 +114,19 @@ class PiteProcessor:
                     taken[token] = True
         return item
 
-    def prompt_batch(self, questions: Sequence[str], frame_counts: Sequence[int]) -> dict[str, torch.Tensor]:
+    def prompt_batch(
+        self, questions: Sequence[str], frame_counts: Sequence[int], return_tensors: Literal["pt", "np"] = "pt"
+    ) -> dict[str, Any]:
         """Left-padded prompts for generation (no answer): ``input_ids``, ``attention_mask``, ``position_ids``."""
         items = [
             SpliceItem(encode_prompt(self.tokenizer, question, self.config), self.num_visual_tokens(count), [])
             for question, count in zip(questions, frame_counts, strict=True)
         ]
-        batch = self._splice(items, "left")
+        batch = self._splice(items, "left", return_tensors)
         del batch["labels"]
         return batch
 
-    def pixel_batch(self, clips: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    def pixel_batch(self, clips: Sequence[np.ndarray], return_tensors: Literal["pt", "np"] = "pt") -> dict[str, Any]:
         """``pixel_values`` ``(B, T, 3, S, S)`` float32 and ``frame_mask`` ``(B, T)`` bool."""
         config = self.config
         if self.two_stream is not None:
@@ -133,15 +139,16 @@ class PiteProcessor:
         for index, clip in enumerate(pixels):
             values[index, : len(clip)] = clip
             mask[index, : len(clip)] = True
-        return {"pixel_values": torch.from_numpy(values), "frame_mask": torch.from_numpy(mask)}
+        return as_tensors({"pixel_values": values, "frame_mask": mask}, return_tensors)
 
-    def _splice(self, items: list[SpliceItem], padding_side: str) -> dict[str, torch.Tensor]:
+    def _splice(self, items: list[SpliceItem], padding_side: str, return_tensors: Literal["pt", "np"] = "pt") -> dict[str, Any]:
         return splice_batch(
             items,
             video_token_id=self.config.video_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
             padding_side=padding_side,
             max_length=self.config.text_config.max_position_embeddings,
+            return_tensors=return_tensors,
         )
 
 

@@ -5,7 +5,9 @@ the single ``<video>`` id of each prompt becomes ``num_visual`` consecutive ``<v
 positions (the model writes the visual tokens' embeddings there, in order), the answer
 follows, and labels, attention mask, position ids and per-token coordinate targets are
 built for the whole padded batch. Padding is on the right for training and on the left for
-generation (so every row's last position is its newest token).
+generation (so every row's last position is its newest token). Batches are built in NumPy and
+returned as torch tensors (``return_tensors="pt"``, the default) or NumPy arrays (``"np"``: the
+ONNX runtime, which must run without torch).
 
 Layout of one row (right padding)::
 
@@ -23,12 +25,11 @@ own row, while the vision tower and the prefix are computed once for the clip.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import torch
 
-from pite_ros.model.losses import IGNORE_INDEX
+IGNORE_INDEX = -100  # the label of positions no loss reads (prompt, visual tokens, padding)
 
 
 @dataclass
@@ -66,7 +67,8 @@ def splice_batch(
     pad_token_id: int,
     padding_side: Literal["left", "right"] = "right",
     max_length: int | None = None,
-) -> dict[str, torch.Tensor]:
+    return_tensors: Literal["pt", "np"] = "pt",
+) -> dict[str, Any]:
     """Spliced, padded batch tensors.
 
     Returns ``input_ids``, ``attention_mask``, ``position_ids``, ``labels`` ``(B, L)``; plus
@@ -78,7 +80,18 @@ def splice_batch(
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     rows = [_splice_one(item, video_token_id, max_length) for item in items]
-    return _pad_rows(rows, pad_token_id, padding_side)
+    return as_tensors(_pad_rows(rows, pad_token_id, padding_side), return_tensors)
+
+
+def as_tensors(batch: dict[str, np.ndarray], return_tensors: Literal["pt", "np"]) -> dict[str, Any]:
+    """``batch`` as torch tensors sharing the arrays' memory (``"pt"``), or as it is (``"np"``)."""
+    if return_tensors == "np":
+        return batch
+    if return_tensors != "pt":
+        raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
+    import torch  # only when tensors are asked for: the NumPy path runs where torch is absent
+
+    return {key: torch.from_numpy(value) for key, value in batch.items()}
 
 
 def splice_shared(
@@ -87,7 +100,8 @@ def splice_shared(
     video_token_id: int,
     pad_token_id: int,
     max_length: int | None = None,
-) -> dict[str, torch.Tensor]:
+    return_tensors: Literal["pt", "np"] = "pt",
+) -> dict[str, Any]:
     """One right-padded row per group of items that share a clip, with ``splice_batch``'s keys.
 
     The items of a group must have the same prompt up to and including ``<video>`` and the
@@ -99,16 +113,16 @@ def splice_shared(
     rows = [_shared_row(group, video_token_id, max_length) for group in groups]
     batch = _pad_rows(rows, pad_token_id, "right")
     length = batch["input_ids"].shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    mask = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1, 1)
+    causal = np.tril(np.ones((length, length), bool))
+    mask = np.tile(np.eye(length, dtype=bool), (len(rows), 1, 1, 1))
     for index, row in enumerate(rows):
         size = len(row["ids"])
-        example = torch.as_tensor(row["example"])
+        example = row["example"]
         sees = (example[None, :] == -1) | (example[None, :] == example[:, None])
         mask[index, 0, :size, :size] = sees & causal[:size, :size]
-        batch["position_ids"][index, :size] = torch.as_tensor(row["positions"])
+        batch["position_ids"][index, :size] = row["positions"]
     batch["attention_mask"] = mask
-    return batch
+    return as_tensors(batch, return_tensors)
 
 
 def _shared_row(group: list[SpliceItem], video_token_id: int, max_length: int | None) -> dict[str, np.ndarray]:
@@ -138,8 +152,8 @@ def _shared_row(group: list[SpliceItem], video_token_id: int, max_length: int | 
     return row
 
 
-def _pad_rows(rows: list[dict[str, np.ndarray]], pad_token_id: int, padding_side: str) -> dict[str, torch.Tensor]:
-    """Rows of ``_splice_one`` as padded batch tensors (2-D attention mask, position ids 0, 1, …)."""
+def _pad_rows(rows: list[dict[str, np.ndarray]], pad_token_id: int, padding_side: str) -> dict[str, np.ndarray]:
+    """Rows of ``_splice_one`` as padded batch arrays (2-D attention mask, position ids 0, 1, …)."""
     length = max(len(row["ids"]) for row in rows)
     shape_of = {key: next(row[key].shape[1:] for row in rows if key in row) for key in TARGETS if any(key in row for row in rows)}
     for key in ("traj", "vis"):
@@ -147,25 +161,25 @@ def _pad_rows(rows: list[dict[str, np.ndarray]], pad_token_id: int, padding_side
             raise ValueError("trajectory and visibility targets of one batch must share (frames, points)")
 
     batch = {
-        "input_ids": torch.full((len(rows), length), pad_token_id, dtype=torch.long),
-        "attention_mask": torch.zeros((len(rows), length), dtype=torch.long),
-        "position_ids": torch.zeros((len(rows), length), dtype=torch.long),
-        "labels": torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long),
+        "input_ids": np.full((len(rows), length), pad_token_id, dtype=np.int64),
+        "attention_mask": np.zeros((len(rows), length), dtype=np.int64),
+        "position_ids": np.zeros((len(rows), length), dtype=np.int64),
+        "labels": np.full((len(rows), length), IGNORE_INDEX, dtype=np.int64),
     }
     for key, shape in shape_of.items():
-        batch[f"{key}_targets"] = torch.zeros((len(rows), length, *shape), dtype=torch.float32)
-        batch[f"{key}_mask"] = torch.zeros((len(rows), length, *shape[:-1]), dtype=torch.bool)
+        batch[f"{key}_targets"] = np.zeros((len(rows), length, *shape), dtype=np.float32)
+        batch[f"{key}_mask"] = np.zeros((len(rows), length, *shape[:-1]), dtype=bool)
     for index, row in enumerate(rows):
         size = len(row["ids"])
         where = slice(length - size, length) if padding_side == "left" else slice(0, size)
-        batch["input_ids"][index, where] = torch.as_tensor(row["ids"])
+        batch["input_ids"][index, where] = row["ids"]
         batch["attention_mask"][index, where] = 1
-        batch["position_ids"][index, where] = torch.arange(size)
-        batch["labels"][index, where] = torch.as_tensor(row["labels"])
+        batch["position_ids"][index, where] = np.arange(size)
+        batch["labels"][index, where] = row["labels"]
         for target in TARGETS:
             if target in row:
-                batch[f"{target}_targets"][index, where] = torch.as_tensor(row[target])
-                batch[f"{target}_mask"][index, where] = torch.as_tensor(row[f"{target}_mask"])
+                batch[f"{target}_targets"][index, where] = row[target]
+                batch[f"{target}_mask"][index, where] = row[f"{target}_mask"]
     return batch
 
 

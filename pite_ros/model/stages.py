@@ -37,14 +37,13 @@ training, ``time_tokens`` is dropped (those rows train as part of the full matri
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import peft
-import torch
 from peft import PeftModel
 
-from pite_ros.model.config import ConfigError
+from pite_ros.model.config import ConfigError, PiteConfig
 from pite_ros.model.modeling import PiteForConditionalGeneration
-from pite_ros.model.readout import SoftArgmaxReadout
 
 STAGE_TRAINABLE: dict[int, tuple[str, ...]] = {
     0: ("vision_tower",),
@@ -52,8 +51,23 @@ STAGE_TRAINABLE: dict[int, tuple[str, ...]] = {
     2: ("adapter", "traj_projector", "vis_projector", "lora"),
     3: ("lora", "time_tokens"),
 }
+# The coordinate terms of each stage's loss (``forward``'s ``coordinate_terms``): docs/papers.md,
+# PiTe L1 (location), L2 (trajectory), L3 (none). Stage 3 keeps the trajectory term for batches
+# that carry trajectories, i.e. stage-2 examples mixed into its data (rehearsal: the paper's
+# stage-3 data carries none, so its recipe is unchanged; a from-scratch model that fine-tunes its
+# whole LLM in stage 3 would otherwise lose its trajectories). Stage 0 trains the tower on its own loss.
+STAGE_COORDINATE_TERMS: dict[int, tuple[str, ...]] = {0: (), 1: ("loc",), 2: ("traj",), 3: ("traj",)}
 GROUPS = ("vision_tower", "adapter", "llm", "embeddings", "time_tokens", "lora", "loc_projector", "traj_projector",
           "vis_projector")
+
+
+def stage_loss_terms(config: PiteConfig, stage: int) -> dict[str, Any]:
+    """``forward``'s loss arguments for training ``stage``: its coordinate terms, and stage 3's
+    label smoothing (``config.label_smoothing``)."""
+    if stage not in STAGE_COORDINATE_TERMS:
+        raise ConfigError(f"stage must be one of {sorted(STAGE_COORDINATE_TERMS)}, got {stage}")
+    return {"coordinate_terms": STAGE_COORDINATE_TERMS[stage],
+            "label_smoothing": config.label_smoothing if stage == 3 else 0.0}
 
 
 def trainable_groups(model: PiteForConditionalGeneration, stage: int) -> tuple[str, ...]:
@@ -85,8 +99,10 @@ def parameter_groups(model: PiteForConditionalGeneration) -> dict[str, list[str]
     groups: dict[str, list[str]] = {group: [] for group in GROUPS}
     for name, parameter in model.named_parameters():
         top, _, rest = name.partition(".")
-        if top == "visual_encoder":  # two-stream: its towers are the vision tower, f, g, separator the adapter
-            group = "vision_tower" if rest.startswith(("image_tower.", "video_tower.")) else "adapter"
+        if top == "visual_encoder":  # the tower(s) (two-stream: both), and the rest (μ; f, g, separator)
+            group = "vision_tower" if rest.startswith(("vision_tower.", "image_tower.", "video_tower.")) else "adapter"
+        elif top == "coordinate_head":
+            group = rest.partition(".")[0]  # loc_projector, traj_projector
         elif top != "language_model":
             group = top
         elif "lora_" in name:
@@ -101,24 +117,11 @@ def parameter_groups(model: PiteForConditionalGeneration) -> dict[str, list[str]
     return groups
 
 
-@torch.no_grad()
 def init_trajectory_from_localization(model: PiteForConditionalGeneration) -> None:
-    """Tile φ over the trajectory projector's N·P·2 outputs (PiTe's ablation: this start matters).
-
-    The last Linear's rows (x, y) are repeated N·P times; earlier layers of an MLP projector are
-    copied. Before training, every predicted point of every frame equals φ's point. A
-    soft-argmax read-out does the same in its form (``SoftArgmaxReadout.tile_from``).
-    """
-    if isinstance(model.traj_projector, SoftArgmaxReadout):
-        model.traj_projector.tile_from(model.loc_projector)
-        return
-    loc = [m for m in model.loc_projector.modules() if isinstance(m, torch.nn.Linear)]
-    traj = [m for m in model.traj_projector.modules() if isinstance(m, torch.nn.Linear)]
-    repeats = model.config.num_frames * model.config.num_points
-    for source, target in zip(loc[:-1], traj[:-1], strict=True):
-        target.load_state_dict(source.state_dict())
-    traj[-1].weight.copy_(loc[-1].weight.repeat(repeats, 1))
-    traj[-1].bias.copy_(loc[-1].bias.repeat(repeats))
+    """Tile φ over the trajectory projector (PiTe's ablation: this start matters): before
+    training, every predicted point of every frame equals φ's point. Each coordinate head does
+    it in its form (``coordinate_head.ProjectorHead`` / ``SoftArgmaxHead``)."""
+    model.coordinate_head.init_trajectory_from_localization()
 
 
 def setup_stage(model: PiteForConditionalGeneration, stage: int) -> list[str]:

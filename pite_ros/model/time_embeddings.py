@@ -1,4 +1,11 @@
-"""Ordinal initialisation of the temporal tokens' rows (``time_token_init: ordinal``).
+"""The LM's embedding and head rows of PiTe's added tokens: fitted to a grown tokenizer, and the
+temporal tokens' ordinal start.
+
+``add_pite_tokens`` gives a pretrained tokenizer PiTe's tokens (``tokenizer.extend_tokenizer``)
+and fits the LM's embeddings and head to it (``fit_embeddings``): new rows set to the mean of
+the old ones (as Grounded-VideoLLM's ``reset_embeddings``).
+
+Ordinal initialisation of the temporal tokens' rows (``time_token_init: ordinal``):
 
 docs/papers.md ("Unified temporal tokens") adds ``<0>..<M>`` to the vocabulary and does not say
 how their new rows start. Started at random, row ``<47>`` knows nothing of ``<46>`` or
@@ -20,7 +27,9 @@ from __future__ import annotations
 import math
 
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from pite_ros.model.tokenizer import extend_tokenizer
 
 SHORTEST_PERIOD_BINS = 4.0
 
@@ -57,3 +66,30 @@ def init_time_token_rows(causal_lm: PreTrainedModel, time_token_ids: list[int]) 
         others[ids] = False
         norm = matrix[others].double().norm(dim=1).mean().item()
         matrix[ids] = ordinal_rows(len(time_token_ids), matrix.shape[1], norm).to(matrix.dtype)
+
+
+def add_pite_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, num_time_bins: int) -> int:
+    """Add ``<video> <grounded> <sep>`` and ``<0>..<M>`` to a pretrained ``tokenizer`` and fit the
+    causal LM ``model``'s input embeddings and LM head to it (``fit_embeddings``); returns how
+    many tokens were new."""
+    new_ids = extend_tokenizer(tokenizer, num_time_bins)
+    fit_embeddings(model, new_ids, max(len(tokenizer), model.get_input_embeddings().weight.shape[0]))
+    return len(new_ids)
+
+
+@torch.no_grad()
+def fit_embeddings(model: PreTrainedModel, new_ids: list[int], vocabulary: int) -> None:
+    """Untie the LM head from the input embeddings (their temporal rows train apart), grow both
+    to ``vocabulary`` rows, and set the rows of ``new_ids`` to the mean of the rows before them,
+    each matrix its own mean (Grounded-VideoLLM's ``reset_embeddings``). A tokenizer smaller
+    than a padded embedding matrix puts its new ids on unused rows, which get the mean too."""
+    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head.weight is embeddings.weight or getattr(model.config, "tie_word_embeddings", False):
+        head.weight = torch.nn.Parameter(embeddings.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+    first_new = min(new_ids) if new_ids else embeddings.weight.shape[0]
+    means = (embeddings.weight[:first_new].float().mean(0), head.weight[:first_new].float().mean(0))
+    if vocabulary > embeddings.weight.shape[0]:
+        model.resize_token_embeddings(vocabulary, mean_resizing=False)
+    for matrix, mean in zip((model.get_input_embeddings(), model.get_output_embeddings()), means, strict=True):
+        matrix.weight[new_ids] = mean.to(matrix.weight.dtype)

@@ -10,18 +10,17 @@ temporal tokens ``<0>..<M>`` (docs/papers.md, "Unified temporal tokens"). Decodi
 words with spaces, attaches ``. , ? ! : ; )`` to the word before them and ``(`` to the word
 after it ("(b) blue."); it does not restore case (the vocabulary is lower case).
 
-A pretrained tokenizer (e.g. Vicuna's) gets the same PiTe tokens from ``add_pite_tokens``
-(``extend_tokenizer``), which also fits the LM's embeddings and head (``fit_embeddings``), new
-rows set to the mean of the old ones (as Grounded-VideoLLM's ``reset_embeddings``).
+A pretrained tokenizer (e.g. Vicuna's) gets the same PiTe tokens from ``extend_tokenizer``;
+the LM's embeddings and head are fitted to it by ``pite_ros.model.time_embeddings`` (torch
+stays out of this module: the ONNX runtime reads tokenizers without it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from pite_ros.model.config import ConfigError, PiteConfig
 from pite_ros.model.prompt import GROUNDED_TOKEN, SEPARATOR_TOKEN, VIDEO_TOKEN, template_words
@@ -68,15 +67,6 @@ def build_tokenizer(words: Iterable[str], num_time_bins: int) -> PreTrainedToken
     )
 
 
-def add_pite_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, num_time_bins: int) -> int:
-    """Add ``<video> <grounded> <sep>`` and ``<0>..<M>`` to a pretrained ``tokenizer`` and fit the
-    causal LM ``model``'s input embeddings and LM head to it (``fit_embeddings``); returns how
-    many tokens were new."""
-    new_ids = extend_tokenizer(tokenizer, num_time_bins)
-    fit_embeddings(model, new_ids, max(len(tokenizer), model.get_input_embeddings().weight.shape[0]))
-    return len(new_ids)
-
-
 def extend_tokenizer(tokenizer: PreTrainedTokenizerBase, num_time_bins: int) -> list[int]:
     """Add ``<video> <grounded> <sep>`` and ``<0>..<M>`` (and a pad token, the unknown or else the
     end token, when there is none, as for Vicuna); returns the ids of the tokens that are new."""
@@ -86,24 +76,6 @@ def extend_tokenizer(tokenizer: PreTrainedTokenizerBase, num_time_bins: int) -> 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
     return sorted(set(tokenizer.get_vocab().values()) - before)
-
-
-@torch.no_grad()
-def fit_embeddings(model: PreTrainedModel, new_ids: list[int], vocabulary: int) -> None:
-    """Untie the LM head from the input embeddings (their temporal rows train apart), grow both
-    to ``vocabulary`` rows, and set the rows of ``new_ids`` to the mean of the rows before them,
-    each matrix its own mean (Grounded-VideoLLM's ``reset_embeddings``). A tokenizer smaller
-    than a padded embedding matrix puts its new ids on unused rows, which get the mean too."""
-    embeddings, head = model.get_input_embeddings(), model.get_output_embeddings()
-    if head.weight is embeddings.weight or getattr(model.config, "tie_word_embeddings", False):
-        head.weight = torch.nn.Parameter(embeddings.weight.detach().clone())
-        model.config.tie_word_embeddings = False
-    first_new = min(new_ids) if new_ids else embeddings.weight.shape[0]
-    means = (embeddings.weight[:first_new].float().mean(0), head.weight[:first_new].float().mean(0))
-    if vocabulary > embeddings.weight.shape[0]:
-        model.resize_token_embeddings(vocabulary, mean_resizing=False)
-    for matrix, mean in zip((model.get_input_embeddings(), model.get_output_embeddings()), means, strict=True):
-        matrix.weight[new_ids] = mean.to(matrix.weight.dtype)
 
 
 def tokenizer_ids(tokenizer: PreTrainedTokenizerBase, num_time_bins: int) -> dict[str, int]:

@@ -40,7 +40,7 @@ def checkpoint(request, tmp_path_factory, memorised_example):
     batch = PiteProcessor(model.tokenizer, model.config)([memorised_example])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
     for _ in range(60):
-        model(**batch, stage=None).loss.backward()
+        model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     directory = tmp_path_factory.mktemp("ckpt") / "memorised"

@@ -15,7 +15,8 @@ from pite_ros.engine.onnx_parity import decoder_parity, probes
 from pite_ros.engine.onnx_providers import CPU, CUDA, TENSORRT, resolve_providers, session_options
 from pite_ros.engine.torch_engine import TorchEngine
 from pite_ros.model import load_config
-from pite_ros.model.generation import TorchBackend, generate
+from pite_ros.model.generation import generate
+from pite_ros.model.torch_generation import TorchBackend
 
 
 @pytest.fixture(scope="module")

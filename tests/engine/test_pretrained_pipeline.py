@@ -47,11 +47,11 @@ def test_stage_1_trains_the_pite_parts_and_keeps_the_tower(trained: dict[str, Pa
     before = PiteForConditionalGeneration.from_pretrained(trained["init"])
     after = PiteForConditionalGeneration.from_pretrained(trained["final"])
     assert after.config.stage == 1 and after.tokenizer.backend_tokenizer.model.__class__.__name__ == "BPE"
-    for name, tensor in before.vision_tower.state_dict().items():
-        assert torch.equal(after.vision_tower.state_dict()[name], tensor), name  # CLIP frozen, as PiTe
+    for name, tensor in before.visual_encoder.vision_tower.state_dict().items():
+        assert torch.equal(after.visual_encoder.vision_tower.state_dict()[name], tensor), name  # CLIP frozen, as PiTe
     changed = lambda module: any(not torch.equal(a, b) for a, b in zip(  # noqa: E731
-        getattr(before, module).state_dict().values(), getattr(after, module).state_dict().values()))
-    assert changed("adapter") and changed("loc_projector") and changed("language_model")  # μ, φ, the merged LoRA
+        before.get_submodule(module).state_dict().values(), after.get_submodule(module).state_dict().values()))
+    assert changed("visual_encoder.adapter") and changed("coordinate_head.loc_projector") and changed("language_model")  # μ, φ, the merged LoRA
 
 
 def test_export_answers_as_torch_does(trained: dict[str, Path], tmp_path: Path, monkeypatch) -> None:

@@ -81,21 +81,67 @@ def test_corrupt_tokenizer_is_named(saved):
 def test_wrong_shape_tensor_is_named(saved):
     path = saved / "model.safetensors"
     tensors = load_file(path)
-    tensors["loc_projector.weight"] = torch.zeros(3, 64)
+    tensors["coordinate_head.loc_projector.weight"] = torch.zeros(3, 64)
     save_file(tensors, path)
-    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor loc_projector.weight has shape \[3, 64\], the config needs \[2, 64\]"):
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor coordinate_head.loc_projector.weight has shape \[3, 64\], the config needs \[2, 64\]"):
         PiteForConditionalGeneration.from_pretrained(saved)
 
 
 def test_missing_and_unexpected_tensors_are_named(saved):
     path = saved / "model.safetensors"
     tensors = load_file(path)
-    del tensors["adapter.bias"]
+    del tensors["visual_encoder.adapter.bias"]
     save_file(tensors, path)
-    with pytest.raises(CheckpointError, match="missing tensor adapter.bias"):
+    with pytest.raises(CheckpointError, match="missing tensor visual_encoder.adapter.bias"):
         PiteForConditionalGeneration.from_pretrained(saved)
-    tensors["adapter.bias"] = torch.zeros(64)
+    tensors["visual_encoder.adapter.bias"] = torch.zeros(64)
     tensors["extra.weight"] = torch.zeros(1)
     save_file(tensors, path)
     with pytest.raises(CheckpointError, match="unexpected tensor extra.weight"):
+        PiteForConditionalGeneration.from_pretrained(saved)
+
+
+def test_hugging_faces_save_arguments(model, tmp_path):
+    """``state_dict=`` (what FSDP training gathers) is merged like the live weights; only the main process writes."""
+    setup_stage(model, 3)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name or "trainable_tokens_delta" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    gathered = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    model.save_pretrained(tmp_path / "live")
+    model.save_pretrained(tmp_path / "given", state_dict=gathered)
+    model.save_pretrained(tmp_path / "other", is_main_process=False)
+    live, given = (load_file(tmp_path / name / "model.safetensors") for name in ("live", "given"))
+    assert set(live) == set(given) and all(torch.equal(live[name], given[name]) for name in live)
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+    merged = model.language_model.merge_and_unload().state_dict()  # peft's own merge, for reference
+    for name, tensor in merged.items():
+        assert torch.allclose(live[f"language_model.{name}"], tensor, atol=1e-6), name
+
+
+def test_from_pretrained_refuses_what_it_cannot_honour(saved):
+    with pytest.raises(TypeError, match="revision"):
+        PiteForConditionalGeneration.from_pretrained(saved, revision="main")
+    with pytest.raises(TypeError, match="device_map='auto'"):
+        PiteForConditionalGeneration.from_pretrained(saved, device_map="auto")
+    loaded = PiteForConditionalGeneration.from_pretrained(saved, dtype=torch.bfloat16, device_map="cpu")
+    assert next(loaded.parameters()).dtype == torch.bfloat16
+
+
+def test_checkpoints_of_the_earlier_layout_load(model, processor, image_example, saved):
+    """Tensors named before the encoder and the heads were submodules (``vision_tower.*``,
+    ``adapter.*``, ``loc_projector.*``, ``traj_projector.*``: the shipped model's) load renamed."""
+    path = saved / "model.safetensors"
+    old = {name.removeprefix("visual_encoder.").removeprefix("coordinate_head."): tensor
+           for name, tensor in load_file(path).items()}
+    assert {"vision_tower.post_layernorm.weight", "adapter.weight", "traj_projector.bias"} <= set(old)
+    save_file(old, path)
+    loaded = PiteForConditionalGeneration.from_pretrained(saved)
+    batch = {k: v for k, v in processor([image_example]).items() if k != "labels"}
+    model.eval()
+    assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+    assert torch.equal(loaded.state_dict()["coordinate_head.traj_projector.bias"], old["traj_projector.bias"])
+    save_file({**old, "coordinate_head.traj_projector.bias": old["traj_projector.bias"].clone()}, path)
+    with pytest.raises(CheckpointError, match="tensor coordinate_head.traj_projector.bias is stored twice"):
         PiteForConditionalGeneration.from_pretrained(saved)

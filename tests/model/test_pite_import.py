@@ -112,7 +112,7 @@ def test_the_import_computes_the_authors_model(release: dict, tmp_path: Path) ->
     adapter = release["stages"][1]["adapter"]
     expected_visual = feature @ adapter["model.vision_adapter.weight"].T + adapter["model.vision_adapter.bias"]
     with torch.no_grad():
-        assert torch.allclose(model.adapter(feature), expected_visual, atol=1e-5)
+        assert torch.allclose(model.visual_encoder.adapter(feature), expected_visual, atol=1e-5)
         loc, traj = model.project(hidden)
     phi = release["stages"][0]["non_lora"]
     expected_loc = hidden @ phi["base_model.model.model.localization_projector.weight"].T \

@@ -26,6 +26,7 @@ from pite_ros.model.generation import stop_token_ids  # noqa: E402
 from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT, encode_prompt  # noqa: E402
 from pite_ros.model.temporal import temporal_vocabulary  # noqa: E402
 from pite_ros.tools.model_cli import main as model_cli  # noqa: E402
+from pite_ros.model.torch_generation import answer_with_model
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_init_carries_the_pretrained_weights_and_adds_the_pite_tokens(parts, ini
     assert config.prompt_format == "vicuna_v1" and config.system_prompt == VICUNA_SYSTEM_PROMPT
     # the tower and every LLM weight as pretrained (the tower untouched by any stage: PiTe freezes CLIP)
     for name, tensor in clip.state_dict().items():
-        assert torch.equal(model.vision_tower.state_dict()[name], tensor), name
+        assert torch.equal(model.visual_encoder.vision_tower.state_dict()[name], tensor), name
     ours = model.causal_lm().state_dict()
     old_rows = llama.config.vocab_size
     for name, tensor in llama.state_dict().items():
@@ -194,5 +195,5 @@ def test_a_sentencepiece_llm_as_vicuna_ships_it(parts, tmp_path: Path) -> None:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert config.time_token_offset + 3 in ids and config.time_token_offset + 40 in ids
     assert tokenizer.decode(ids) == text
-    answer = model.answer(np.zeros((4, 32, 32, 3), np.uint8), "what moves?", 2.0, max_new_tokens=4)
+    answer = answer_with_model(model, np.zeros((4, 32, 32, 3), np.uint8), "what moves?", 2.0, max_new_tokens=4)
     assert len(answer.token_ids) <= 4

@@ -11,7 +11,8 @@ from pite_ros.model import PiteForConditionalGeneration, PiteProcessor, build_mo
 from pite_ros.model.config import ConfigError, PiteConfig
 from pite_ros.model.losses import pite_loss
 from pite_ros.model.readout import SoftArgmaxReadout, patch_centres, trajectory_rows
-from pite_ros.model.stages import init_trajectory_from_localization
+from pite_ros.model.stages import init_trajectory_from_localization, stage_loss_terms
+from pite_ros.model.torch_generation import answer_with_model
 
 
 def test_patch_centres_are_row_major_in_unit_coordinates():
@@ -83,7 +84,7 @@ def test_model_reads_trajectories_from_the_clips_patches(soft_model, video_examp
     batch = processor([video_example])
     visual, patches = soft_model.encode_clip(batch["pixel_values"])
     assert visual.shape == (1, 4, 64) and patches.shape == (1, 4, 16, 32)  # 32 px / patch 8: 4x4 patches
-    output = soft_model(**batch, stage=2)
+    output = soft_model(**batch, **stage_loss_terms(soft_model.config, 2))
     assert float(output.coord_loss.detach()) > 0 and output.traj is None  # the loss projected its positions only
     assert torch.equal(output.patch_tokens, patches)
     with torch.no_grad():
@@ -95,10 +96,10 @@ def test_model_reads_trajectories_from_the_clips_patches(soft_model, video_examp
     with pytest.raises(ValueError, match="patch tokens"):
         soft_model.project(step.hidden)
     with pytest.raises(ValueError, match="pixel_values or patch_tokens"):
-        soft_model(**{k: v for k, v in batch.items() if k != "pixel_values"}, stage=2)
+        soft_model(**{k: v for k, v in batch.items() if k != "pixel_values"}, **stage_loss_terms(soft_model.config, 2))
     # A still image (stage 1): φ reads its one frame, every trajectory row too.
     image = processor([image_example])
-    assert float(soft_model(**image, stage=1).coord_loss.detach()) > 0
+    assert float(soft_model(**image, **stage_loss_terms(soft_model.config, 1)).coord_loss.detach()) > 0
     with torch.no_grad():
         traj = soft_model(**{k: v for k, v in image.items() if k != "labels"}).traj
     assert torch.equal(traj, traj[..., :1, :, :].expand_as(traj))
@@ -109,8 +110,8 @@ def test_loss_projects_only_the_positions_it_reads(soft_model, video_example, im
     """``forward`` with labels projects the target positions alone (``project_where``); its
     coordinate loss equals the one over every position's projection, and so do its gradients."""
     batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([image_example if stage == 1 else video_example])
-    query = (soft_model.loc_projector if stage == 1 else soft_model.traj_projector).query.weight
-    output = soft_model(**batch, stage=stage)
+    query = getattr(soft_model.coordinate_head, "loc_projector" if stage == 1 else "traj_projector").query.weight
+    output = soft_model(**batch, **stage_loss_terms(soft_model.config, stage))
     sparse = torch.autograd.grad(output.coord_loss, query)[0]
     loc, traj = soft_model.project(output.hidden_states, output.patch_tokens)
     full = pite_loss(output.logits, batch["labels"], coord_weight=soft_model.config.coord_weight,
@@ -148,11 +149,11 @@ def test_soft_argmax_model_answers_with_its_video_example_trajectory(soft_model,
     batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([video_example])
     optimizer = torch.optim.AdamW(soft_model.parameters(), lr=1e-2, weight_decay=0.0)
     for _ in range(60):
-        soft_model(**batch, stage=None).loss.backward()
+        soft_model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     phrase = video_example.trajectories[0]
-    result = soft_model.answer(video_example.frames, video_example.prompt, video_example.duration,
+    result = answer_with_model(soft_model, video_example.frames, video_example.prompt, video_example.duration,
                                phrase_fn=lambda text: [(phrase.start, phrase.end)] if text == video_example.response else [])
     assert result.text == video_example.response
     [track] = result.phrases
@@ -160,7 +161,7 @@ def test_soft_argmax_model_answers_with_its_video_example_trajectory(soft_model,
     assert np.abs(track.trajectory - phrase.points).mean() < 0.05
     soft_model.save_pretrained(tmp_path / "soft")
     loaded = PiteForConditionalGeneration.from_pretrained(tmp_path / "soft")
-    again = loaded.answer(video_example.frames, video_example.prompt, video_example.duration,
+    again = answer_with_model(loaded, video_example.frames, video_example.prompt, video_example.duration,
                           phrase_fn=lambda text: [(phrase.start, phrase.end)])
     assert again.text == result.text
     assert np.allclose(again.phrases[0].trajectory, track.trajectory, atol=1e-5)
@@ -179,18 +180,18 @@ def test_frame_patch_pool_adds_pooled_patch_tokens_per_frame(tokenizer, video_ex
     short = type(video_example)("short", video_example.frames[:2], video_example.prompt, "a red circle.", 3.0)
     batch = processor([video_example, short])
     assert (batch["input_ids"] == config.video_token_id).sum(1).tolist() == [20, 10]
-    visual = model.encode_frames(batch["pixel_values"])
+    visual = model.encode_clip(batch["pixel_values"])[0]
     assert visual.shape == (2, 20, 64)
     # Token 0 of a frame is its CLS through μ; tokens 1-4 the pooled quarters of its patch grid.
     with torch.no_grad():
-        output = model.vision_tower(pixel_values=batch["pixel_values"][0, :1])
-        cls = model.adapter(output.pooler_output)
+        output = model.visual_encoder.vision_tower(pixel_values=batch["pixel_values"][0, :1])
+        cls = model.visual_encoder.adapter(output.pooler_output)
         quarter = output.last_hidden_state[0, 1:].view(4, 4, -1)[:2, 2:].mean((0, 1))
-        top_right = model.adapter(model.vision_tower.post_layernorm(quarter))
+        top_right = model.visual_encoder.adapter(model.visual_encoder.vision_tower.post_layernorm(quarter))
     assert torch.allclose(visual[0, 0], cls[0], atol=1e-5) and torch.allclose(visual[0, 2], top_right, atol=1e-5)
     assert model.visual_mask(batch["frame_mask"]).sum(1).tolist() == [20, 10]
     assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
-    assert model.answer(image_example.frames, "describe the image.", 0.0, max_new_tokens=2).token_ids
+    assert answer_with_model(model, image_example.frames, "describe the image.", 0.0, max_new_tokens=2).token_ids
     for bad in (3, -2):
         with pytest.raises(ConfigError, match="frame_patch_pool"):
             PiteConfig(frame_patch_pool=bad, vision_config={"image_size": 32, "patch_size": 8})

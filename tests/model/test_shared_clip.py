@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pite_ros.model.splice import SpliceItem, splice_shared
+from pite_ros.model.stages import stage_loss_terms
 from pite_ros.types import Example
 
 VIDEO, PAD = 7, 0
@@ -45,7 +46,7 @@ def test_shared_rows_give_the_loss_and_gradients_of_one_row_each(model, processo
 
     def loss_and_grads(batch):
         model.zero_grad()
-        loss = model(**batch, stage=2).loss
+        loss = model(**batch, **stage_loss_terms(model.config, 2)).loss
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 

@@ -12,13 +12,14 @@ from pite_ros.model.stages import (
     init_trajectory_from_localization,
     parameter_groups,
     setup_stage,
+    stage_loss_terms,
     trainable_groups,
 )
 
 
 def grads_after_backward(model, batch, stage):
     model.zero_grad(set_to_none=True)
-    model(**batch, stage=stage).loss.backward()
+    model(**batch, **stage_loss_terms(model.config, stage)).loss.backward()
     return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
 
@@ -78,7 +79,7 @@ def test_stage_2_tiles_once(model):
     loc, traj = model.project(hidden)
     assert torch.allclose(traj, loc[:, None, None, :].expand_as(traj))
     with torch.no_grad():
-        model.traj_projector.bias.add_(1.0)
+        model.coordinate_head.traj_projector.bias.add_(1.0)
     trained = model.project(hidden)[1]
     setup_stage(model, 2)  # continuing stage 2 keeps the trained projector
     assert torch.equal(model.project(hidden)[1], trained)
@@ -105,10 +106,10 @@ def test_extra_and_per_stage_groups(model, processor, video_example):
 def test_stage_3_rehearses_trajectories_only_when_the_batch_has_them(model, processor, video_example, image_example):
     """Stage 3 adds the trajectory L1 for mixed-in stage-2 examples, never the location L1."""
     setup_stage(model, 3)
-    with_trajectories = model(**processor([video_example]), stage=3)
+    with_trajectories = model(**processor([video_example]), **stage_loss_terms(model.config, 3))
     assert float(with_trajectories.coord_loss) > 0
     assert float(with_trajectories.loss) == pytest.approx(
         float(with_trajectories.lm_loss) + model.config.coord_weight * float(with_trajectories.coord_loss), rel=1e-5)
     video_example.trajectories = []
-    assert float(model(**processor([video_example]), stage=3).coord_loss) == 0
-    assert float(model(**processor([image_example]), stage=3).coord_loss) == 0  # points: stage 1 only
+    assert float(model(**processor([video_example]), **stage_loss_terms(model.config, 3)).coord_loss) == 0
+    assert float(model(**processor([image_example]), **stage_loss_terms(model.config, 3)).coord_loss) == 0  # points: stage 1 only

@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerF
 
 from pite_ros.model.config import ConfigError, load_config
 from pite_ros.model.prompt import encode_answer, encode_prompt, format_prompt
-from pite_ros.model.tokenizer import add_pite_tokens, bind_tokenizer, build_tokenizer, check_tokenizer
+from pite_ros.model.time_embeddings import add_pite_tokens
+from pite_ros.model.tokenizer import bind_tokenizer, build_tokenizer, check_tokenizer
 
 
 def test_ids_offsets_and_decoding(tokenizer):

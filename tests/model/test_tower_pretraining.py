@@ -44,7 +44,7 @@ def test_each_traced_word_is_read_from_the_patch_under_it(model, processor):
     trained = TowerPretraining(model)
     batch = processor(traced_examples())
     grid = model.config.patch_grid
-    hidden = model.vision_tower(pixel_values=batch["pixel_values"][:, 0]).last_hidden_state[:, 1:]
+    hidden = model.visual_encoder.vision_tower(pixel_values=batch["pixel_values"][:, 0]).last_hidden_state[:, 1:]
     # (0.1, 0.1) is the top-left patch, (0.9, 0.85) the bottom-right one, for every grid size.
     cells = {(0.1, 0.1): 0, (0.9, 0.85): grid * grid - 1}
     logits, words = [], []
@@ -83,8 +83,8 @@ def test_the_saved_model_is_the_pite_model_without_the_head(model, processor, tm
         assert not any("word_head" in key for key in tensors.keys())
     reloaded = PiteForConditionalGeneration.from_pretrained(tmp_path)
     assert reloaded.config.stage == 0
-    for (name, saved), (_, kept) in zip(reloaded.vision_tower.state_dict().items(),
-                                        model.vision_tower.state_dict().items(), strict=True):
+    for (name, saved), (_, kept) in zip(reloaded.visual_encoder.vision_tower.state_dict().items(),
+                                        model.visual_encoder.vision_tower.state_dict().items(), strict=True):
         assert torch.equal(saved, kept), name
 
 

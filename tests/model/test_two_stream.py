@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from pite_ros.model.two_stream import TwoStreamConfig, TwoStreamEncoder
+from pite_ros.model.two_stream import TwoStreamEncoder
+from pite_ros.model.two_stream_config import TwoStreamConfig
 
 LLM_WIDTH = 16
 ENCODERS = ("videomae", "timesformer")

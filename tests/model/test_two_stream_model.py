@@ -8,8 +8,9 @@ import torch
 
 from pite_ros.model import PiteForConditionalGeneration, PiteProcessor, build_model, load_config, setup_stage
 from pite_ros.model.config import ConfigError
-from pite_ros.model.stages import parameter_groups
-from pite_ros.model.two_stream import TwoStreamConfig
+from pite_ros.model.stages import parameter_groups, stage_loss_terms
+from pite_ros.model.two_stream_config import TwoStreamConfig
+from pite_ros.model.torch_generation import answer_with_model
 
 FRAMES = 12  # TwoStreamConfig.tiny(): K = 3 segments of 4 frames; 4 spatial + 2 temporal + 1 separator tokens
 
@@ -33,7 +34,7 @@ def test_splice_forward_and_stage_groups(two_stream_model, video_example, image_
     groups = parameter_groups(model)
     assert {n.split(".")[1] for n in groups["adapter"]} == {"spatial_projector", "temporal_projector", "separator"}
     assert {n.split(".")[1] for n in groups["vision_tower"]} == {"image_tower", "video_tower"}
-    output = model(**batch, stage=1)
+    output = model(**batch, **stage_loss_terms(model.config, 1))
     output.loss.backward()
     assert {n for n, p in model.named_parameters() if p.grad is not None} == set(names)
     assert output.coord_loss > 0
@@ -46,11 +47,11 @@ def test_checkpoint_and_answer(two_stream_model, tmp_path):
     loaded = PiteForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
     assert loaded.config.two_stream == two_stream_model.config.two_stream
     clip = np.random.default_rng(4).integers(0, 256, (FRAMES, 20, 20, 3), dtype=np.uint8)
-    first = loaded.answer(clip, "describe the video.", 6.0, max_new_tokens=4, phrase_fn=lambda text: [])
-    second = two_stream_model.answer(clip, "describe the video.", 6.0, max_new_tokens=4, phrase_fn=lambda text: [])
+    first = answer_with_model(loaded, clip, "describe the video.", 6.0, max_new_tokens=4, phrase_fn=lambda text: [])
+    second = answer_with_model(two_stream_model, clip, "describe the video.", 6.0, max_new_tokens=4, phrase_fn=lambda text: [])
     assert first.token_ids == second.token_ids and len(first.token_ids) <= 4
     with pytest.raises(ValueError, match="12 frames"):
-        loaded.answer(clip[:5], "q", 1.0)
+        answer_with_model(loaded, clip[:5], "q", 1.0)
 
 
 def test_bad_two_stream_options_are_named():

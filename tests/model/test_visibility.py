@@ -8,7 +8,8 @@ import torch
 
 from pite_ros.engine.export import export_onnx
 from pite_ros.engine.onnx_engine import OnnxEngine
-from pite_ros.model.stages import setup_stage
+from pite_ros.model.stages import setup_stage, stage_loss_terms
+from pite_ros.model.torch_generation import answer_with_model
 
 
 def test_targets_are_the_phrase_tokens_visibility(model, processor, video_example) -> None:
@@ -27,9 +28,9 @@ def test_the_loss_adds_the_hand_computed_bce(model, processor, video_example) ->
     batch = processor([video_example])
     model.eval()
     with torch.no_grad():
-        with_head = model(**batch, stage=2)
+        with_head = model(**batch, **stage_loss_terms(model.config, 2))
         model.config.visibility_head = False
-        without = model(**batch, stage=2)
+        without = model(**batch, **stage_loss_terms(model.config, 2))
         model.config.visibility_head = True
         hidden = model(**{k: v for k, v in batch.items() if k not in ("labels",)}).hidden_states
     where = torch.nonzero(batch["vis_mask"][0].flatten(1).any(-1)).flatten()  # targets of token i+1 come from h_i
@@ -61,7 +62,7 @@ def test_stage_2_teaches_the_head_which_points_are_hidden(model, processor, vide
     torch.manual_seed(0)
     for _ in range(60):
         optimiser.zero_grad()
-        model(**batch, stage=2).loss.backward()
+        model(**batch, **stage_loss_terms(model.config, 2)).loss.backward()
         optimiser.step()
     assert accuracy() == 1.0  # the one hidden point of the clip (frame 0, point 0) and the visible ones
 
@@ -74,7 +75,7 @@ def test_answers_carry_visibility_through_torch_and_onnx(model, tmp_path, video_
     engine = OnnxEngine(tmp_path / "onnx")
     question = "describe the video."
     phrase_fn = lambda text: [(0, len(text))] if text else []  # noqa: E731  one phrase: the whole answer
-    expected = model.answer(video_example.frames, question, 6.0, max_new_tokens=8, phrase_fn=phrase_fn)
+    expected = answer_with_model(model, video_example.frames, question, 6.0, max_new_tokens=8, phrase_fn=phrase_fn)
     assert expected.phrases and expected.phrases[0].visibility.shape == (4, 4)
     assert ((expected.phrases[0].visibility >= 0) & (expected.phrases[0].visibility <= 1)).all()
     from pite_ros.model.generation import generate

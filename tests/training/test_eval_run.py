@@ -21,6 +21,7 @@ import torch
 
 from pite_ros.model import PiteForConditionalGeneration, build_model, build_tokenizer, load_config
 from pite_ros.types import AnswerResult, Example, PhraseTrack, SpanTrajectory
+from pite_ros.model.torch_generation import answers_with_model
 from training.datasets import read_jsonl
 from training.evaluation.cli import main
 from training.evaluation.run import (
@@ -322,7 +323,7 @@ def test_teacher_forcing_reads_the_states_generation_reads(model_dir):
     def phrases(text: str) -> list[tuple[int, int]]:  # the whole answer, and its first word
         return [(0, len(text)), (0, text.index(" ") if " " in text else len(text))]
 
-    answers = model.answer_batch(clips, prompts, [5.0, 4.0], max_new_tokens=10, phrase_fn=phrases)
+    answers = answers_with_model(model, clips, prompts, [5.0, 4.0], max_new_tokens=10, phrase_fn=phrases)
     examples = [
         Example(f"x{i}", clip, prompt, answer.text, 5.0,
                 trajectories=[SpanTrajectory(*p.span, np.zeros((FRAMES, 4, 2)), np.ones((FRAMES, 4), bool))

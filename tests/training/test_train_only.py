@@ -56,3 +56,10 @@ def test_unknown_or_empty_groups_are_named(root: Path) -> None:
         build_model_for_stage(load_train_config(config(root, "bad", train_only=["vis_projector"], model_overrides={})))
     with pytest.raises(ConfigError, match="field 'train_only' must be a non-empty list"):
         load_train_config(config(root, "bad", train_only="vis_projector"))
+
+
+def test_model_overrides_pass_the_model_configs_validation(root: Path) -> None:
+    with pytest.raises(ConfigError, match=r"bad.yaml: model_overrides: PiteConfig.trajectory_readout must be one of"):
+        build_model_for_stage(load_train_config(config(root, "bad", model_overrides={"trajectory_readout": "argmax"})))
+    with pytest.raises(ConfigError, match=r"model_overrides: PiteConfig has no field 'coord_weights'"):
+        build_model_for_stage(load_train_config(config(root, "bad", model_overrides={"coord_weights": 2.0})))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from training.trainer import rng
-from training.trainer.checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
+from training.trainer.checkpoint import ResumeError, latest_checkpoint, load_training_state, save_training_state
 from training.trainer.config import ConfigError, config_from_dict, load_config
 from training.trainer.distributed import full_optimizer_state, load_optimizer_state
 from training.trainer.metrics_log import MetricsLog
@@ -111,7 +111,7 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path: Path
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     states = [rng.capture(), {"rank": 1}]  # two ranks' random states
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, trainable, full_optimizer_state(model, optimizer), scheduler.state_dict(),
+        save_training_state(tmp_path, step, trainable, full_optimizer_state(model, optimizer), scheduler.state_dict(),
                         states, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000002", "step-000003"]
     expected_draws = _draws()
@@ -122,7 +122,7 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path: Path
         for parameter in restored_trainable.values():
             parameter.add_(1.0)
     torch.optim.lr_scheduler.LambdaLR(restored_optimizer, lambda step: 1.0)  # built before the load, as in train()
-    state = load_checkpoint(latest_checkpoint(tmp_path), restored_trainable, processes=2)
+    state = load_training_state(latest_checkpoint(tmp_path), restored_trainable, processes=2)
     load_optimizer_state(restored, restored_optimizer, state.optimizer)
     assert state.step == 3 and state.scheduler["last_epoch"] == 1 and state.rng[1] == {"rank": 1}
     rng.restore(state.rng[0])
@@ -139,18 +139,18 @@ def test_a_torn_or_mismatched_checkpoint_is_refused_by_name(tmp_path: Path) -> N
     model, optimizer = _model_and_optimizer(0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    path = save_checkpoint(tmp_path, 5, trainable, full_optimizer_state(model, optimizer), scheduler.state_dict(),
+    path = save_training_state(tmp_path, 5, trainable, full_optimizer_state(model, optimizer), scheduler.state_dict(),
                            [rng.capture()], keep=1)
     (tmp_path / ".step-000006.tmp-123").mkdir()  # a write killed before its rename
     assert latest_checkpoint(tmp_path) == path
     fewer = {n: p for n, p in list(trainable.items())[:1]}
     with pytest.raises(ResumeError, match="trainable parameters differ"):
-        load_checkpoint(path, fewer, processes=1)
+        load_training_state(path, fewer, processes=1)
     with pytest.raises(ResumeError, match=re.escape("written by a run of 1 process(es), this run has 4")):
-        load_checkpoint(path, trainable, processes=4)
+        load_training_state(path, trainable, processes=4)
     (path / "trainable.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ResumeError, match=re.escape(str(path))):
-        load_checkpoint(path, trainable, processes=1)
+        load_training_state(path, trainable, processes=1)
 
 
 def test_metrics_log_is_cut_back_to_the_resumed_step(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ What ``pite-eval`` does, as a library call:
    the first examples of each file.
 2. In batches of ``batch_size`` examples (file order, record order: deterministic), decode the
    frames (a video that fails to decode now is counted as the readers count it), ask each
-   example's prompt (``pite_ros.engine.base.answer_batch``: the engine's own batched loop when
+   example's prompt (``pite_ros.engine.base.answers_from_engine``: the engine's own batched loop when
    it has one), and turn (answer, reference) into ``EvalItem``s. A batch that raises is
    retried one example at a time; an example that still raises is counted as ``failed`` in
    its task sections and listed with its id in ``meta["failed"]``, and the run goes on
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pite_ros.engine.base import Engine, answer_batch
+from pite_ros.engine.base import Engine, answers_from_engine
 from pite_ros.types import AnswerResult, Example, PhraseTrack
 from pite_ros.video import VideoReadError
 from training.datasets import Prepared, RecordDataset, merged_report
@@ -141,7 +141,7 @@ def _answer(engine: Engine, examples: list[Example], max_new_tokens: int | None)
     """One answer (or the exception it raised) per example; a failing batch is retried one by one."""
 
     def ask(batch: list[Example]) -> list[AnswerResult]:
-        return answer_batch(engine, [e.frames for e in batch], [e.prompt for e in batch],
+        return answers_from_engine(engine, [e.frames for e in batch], [e.prompt for e in batch],
                             [e.duration for e in batch], max_new_tokens=max_new_tokens)
 
     try:

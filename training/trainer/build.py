@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pite_ros.model import PiteConfig, PiteForConditionalGeneration, PiteProcessor, build_model, build_tokenizer
+from pite_ros.model import ConfigError as ModelConfigError
 from pite_ros.model import load_config as load_model_config
 from pite_ros.model.stages import parameter_groups, setup_stage
 from training.datasets import SkipReport
@@ -34,10 +35,11 @@ def _vocabulary(config: TrainConfig) -> list[str]:
 
 
 def _apply_overrides(model_config: PiteConfig, config: TrainConfig) -> None:
-    for name, value in config.model_overrides.items():
-        if not hasattr(model_config, name):
-            raise ConfigError(f"{config.source}: model_overrides.{name} is not a field of the model config")
-        setattr(model_config, name, value)
+    """``model_overrides`` set on the model config through its own validation (``update_checked``)."""
+    try:
+        model_config.update_checked(config.model_overrides)
+    except ModelConfigError as error:
+        raise ConfigError(f"{config.source}: model_overrides: {error}") from error
 
 
 def _train_only(model: PiteForConditionalGeneration, config: TrainConfig) -> None:
@@ -82,8 +84,4 @@ def build_training_set(config: TrainConfig, model_config: PiteConfig) -> tuple[D
     """The run's examples at the model's image size and frame count."""
     return read_training_set(config, model_config.image_size, model_config.num_frames, model_config.num_points)
 
-
-def stage_loss_kwargs(config: TrainConfig) -> dict[str, int]:
-    """The forward's ``stage`` selects the stage's loss terms (and stage 3's label smoothing)."""
-    return {"stage": config.stage}
 

@@ -69,7 +69,7 @@ def _optimizer_tensors(optimizer: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": optimizer["param_groups"], "scalars": scalars}
 
 
-def save_checkpoint(
+def save_training_state(
     root: Path,
     step: int,
     trainable: dict[str, torch.Tensor],
@@ -102,7 +102,7 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: Path, parameters: dict[str, torch.nn.Parameter], processes: int) -> TrainingState:
+def load_training_state(path: Path, parameters: dict[str, torch.nn.Parameter], processes: int) -> TrainingState:
     """Restore trainable weights in place; return step, optimizer, scheduler and random state.
 
     Raises ``ResumeError`` naming the file when a file is missing or corrupt, when the

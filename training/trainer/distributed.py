@@ -26,7 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from training.trainer import rng
 from training.trainer.build import build_model_for_stage
-from training.trainer.checkpoint import save_checkpoint
+from training.trainer.checkpoint import save_training_state
 from training.trainer.config import ConfigError, TrainConfig
 
 
@@ -87,7 +87,7 @@ def save_full_checkpoint(
     optimizer_state = full_optimizer_state(model, optimizer)
     random_states = gather_object([rng.capture()])
     if accelerator.is_main_process:
-        save_checkpoint(root, step, {name: weights[name] for name in names}, optimizer_state, scheduler.state_dict(),
+        save_training_state(root, step, {name: weights[name] for name in names}, optimizer_state, scheduler.state_dict(),
                         random_states, keep)
     accelerator.wait_for_everyone()
 
@@ -101,9 +101,8 @@ def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
 def save_final_model(accelerator: Accelerator, model: torch.nn.Module, config: TrainConfig, directory: Path) -> None:
     """Write the trained model (HF layout, LoRA merged) from the main process.
 
-    The model's ``save_pretrained`` takes no state dict, and under FSDP the live modules hold
-    shards; so the main process builds the stage's model again on the CPU and gives it the
-    gathered weights (the same path for one process and DDP, so the tests run it). Every
+    Under FSDP the live modules hold shards (and their names and wrappers are FSDP's), so the
+    main process builds the stage's model again on the CPU and gives it the gathered weights (the same path for one process and DDP, so the tests run it). Every
     rank must call this (the gather is a collective).
     """
     state = accelerator.get_state_dict(model)

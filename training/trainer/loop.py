@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from training.trainer.build import build_model_for_stage, build_training_set, stage_loss_kwargs
-from training.trainer.checkpoint import latest_checkpoint, load_checkpoint
+from pite_ros.model.stages import stage_loss_terms
+from training.trainer.build import build_model_for_stage, build_training_set
+from training.trainer.checkpoint import latest_checkpoint, load_training_state
 from training.trainer import rng
 from training.trainer.config import TrainConfig
 from training.trainer.data import clip_groups
@@ -60,7 +61,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     checkpoint = latest_checkpoint(checkpoints) if resume else None
     state = None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, parameters, accelerator.num_processes)
+        state = load_training_state(checkpoint, parameters, accelerator.num_processes)
         scheduler.load_state_dict(state.scheduler)
         start = state.step
         log.info("resumed from %s at step %d", checkpoint, start)
@@ -74,7 +75,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=config.num_workers)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     metrics = MetricsLog(output / "metrics.jsonl", resume_step=start) if accelerator.is_main_process else None
-    loss_kwargs = stage_loss_kwargs(config)
+    loss_kwargs = stage_loss_terms(processor.config, config.stage)  # the stage's loss terms: chosen here, not by the model
     # The loader's first batch draws its workers' base seed from torch's generator; the whole
     # run drew it before step 1, so the random state is restored after it.
     batches = iter(loader)
