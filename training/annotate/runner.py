@@ -88,11 +88,17 @@ def write_json_atomic(path: Path, payload: object) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` whole: a reader or a killed run never sees half of it."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder + fsync + ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -166,7 +172,7 @@ def run(
         else:
             pending.append(item)
     if use_ray:
-        summary.workers = _start_ray(ray_address, workers)
+        summary.workers = start_ray(ray_address, workers)
     execute = _run_ray if use_ray else _run_local
     for stats in execute(pending, config, str(folder), summary.workers, ray_address, progress):
         _add(summary, stats)
@@ -277,7 +283,7 @@ def _crashed(task: VideoTask, out: str) -> dict:
             "seconds": dict.fromkeys(STAGES, 0.0)}
 
 
-def _start_ray(address: str | None, workers: int) -> int:
+def start_ray(address: str | None, workers: int) -> int:
     """Join the Ray cluster at ``address``, or start a local one of ``workers`` CPUs; return its CPU
     count, the number of videos it annotates at once (a task takes one CPU)."""
     try:
@@ -294,7 +300,7 @@ def _start_ray(address: str | None, workers: int) -> int:
 def _run_ray(
     tasks: list[VideoTask], config: AnnotateConfig, out: str, workers: int, _address: str | None, progress: bool
 ) -> Iterable[dict]:
-    """The same ``process_task`` as Ray tasks on the cluster ``_start_ray`` joined, ``workers`` CPUs;
+    """The same ``process_task`` as Ray tasks on the cluster ``start_ray`` joined, ``workers`` CPUs;
     Ray retries the task of a dead worker. Leaves the cluster (a local one stops) when done."""
     import ray
 
