@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import pickle
 import shutil
 from collections import Counter
@@ -49,6 +50,13 @@ class Scale:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+
+    def worker_threads(self, threads: int) -> int:
+        """A worker's compute threads: ``threads`` when given, else (0) the machine's cores shared
+        among the workers (one process: 0, its library's default)."""
+        if threads or (self.workers <= 1 and not self.use_ray):
+            return threads
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
 
 class StaleShards(ValueError):

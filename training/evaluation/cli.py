@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 
@@ -61,13 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def worker_threads(threads: int, workers: int) -> int:
-    """A worker's engine threads: as asked, else (0) the machine's cores shared among the workers."""
-    if threads or workers <= 1:
-        return threads
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
 def weights_sha256(engine: str, model: str | Path | None) -> str:
     """The SHA-256 of the weights a report scores, so that a report is tied to its weights: the
     checkpoint's ``model.safetensors``, or for an ONNX export the checkpoint it was made from."""
@@ -96,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, ValueError) as error:
         parser.error(str(error))
     load = functools.partial(load_engine, args.engine, args.model, device=args.device, dtype=args.dtype,
-                             providers=args.providers, num_threads=worker_threads(args.threads, args.workers))
+                             providers=args.providers, num_threads=scale.worker_threads(args.threads))
     work_dir = args.work_dir or (args.out.with_suffix(".parts") if args.out is not None else None)
     try:
         engine = load()
