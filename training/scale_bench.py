@@ -113,8 +113,9 @@ def table(figures: dict) -> str:
     lines.append(f"| `pite-train` stage 1, tiny model, gloo | {cell('train_1', 'steps/s')} | "
                  f"{cell('train_2', 'steps/s')} |")
     lines += ["", f"Measured by `pite-bench scale` on {figures['cpus']} CPU cores shared with other work (load "
-                  f"average {figures['load_before'][0]} before, {figures['load_after'][0]} after); GPU figures: "
-                  f"not measured (no GPU here)."]
+                  f"average {figures['load_before'][0]} before, {figures['load_after'][0]} after): the figures move with "
+                  f"the load. The tiny model's training step is too small for a second process to pay for its "
+                  f"all-reduce on a CPU. GPU figures: not measured (no GPU here)."]
     return "\n".join(lines)
 
 
