@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from training.annotate.runner import MAX_CRASHES, start_ray, write_bytes_atomic, write_text_atomic
+from training.atomic import write_bytes_atomic, write_text_atomic
 
+MAX_CRASHES = 2  # tries of a task whose worker process dies
 Task = TypeVar("Task")
 _STATE: dict[str, Any] = {}  # the worker process's state (set up by its pool initializer)
 
@@ -158,6 +159,20 @@ def _run_pool(work, tasks, setup, setup_args, workers: int, on_crash) -> Iterato
                         yield task, on_crash(task)
                     else:
                         queue.append(task)
+
+
+def start_ray(address: str | None, workers: int) -> int:
+    """Join the Ray cluster at ``address``, or start a local one of ``workers`` CPUs; return its CPU
+    count, the number of tasks it runs at once (a task takes one CPU)."""
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit("--ray needs Ray: pip install 'pite_ros[ray]' (or pip install ray)") from None
+    if address is None:
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, ignore_reinit_error=True)
+    else:
+        ray.init(address=address, ignore_reinit_error=True)
+    return int(ray.cluster_resources().get("CPU", workers))
 
 
 class _Actor:

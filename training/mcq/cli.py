@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.annotate.runner import write_text_atomic
+from training.atomic import write_text_atomic
 from training.datasets.report import SkipReport
 from training.mcq.generate import SHORTFALL_POLICIES, MCQConfig, generate_mcq
 from training.mcq.records import read_qa_pairs
