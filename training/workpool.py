@@ -1,5 +1,6 @@
 """One function over many tasks in worker processes or on Ray, each worker set up once (a model
-loaded): how ``pite-eval`` and ``pite-mcq`` spread their work, as ``pite-annotate run`` does.
+loaded): how ``pite-annotate run`` (its process pool; on Ray it runs stateless Ray tasks),
+``pite-eval`` and ``pite-mcq`` spread their work.
 
 ``run_tasks(work, tasks, setup, setup_args, scale, on_crash)`` yields ``(task, result)`` as tasks
 finish, in any order (callers key results by task, so the outcome does not depend on it):
