@@ -2,7 +2,9 @@
 on held-out synthetic clips (a seed no training or card evaluation used).
 
 ``HELD_OUT_CLIPS`` (200) clips are scored on every bounded task (dense captioning, which has
-no bound here, is left out: its long answers would double the time). The bounds are the model
+no bound here, is left out: its long answers would add a third to the time). Measured on a
+2-core machine: 120 clips in 37 s at load 2 (so 200 in about a minute), 200 in 159-191 s
+while other work loaded it to 3.5-4. The bounds are the model
 card's figures (its own 200-clip evaluation) less a margin of three standard errors of the
 difference between two samples, this one and the card's: for a rate ``p`` measured on ``n``
 items against the card's ``n_card``, ``3 sqrt(p (1 - p) (1/n + 1/n_card))`` (9.4 points for
@@ -34,7 +36,7 @@ HELD_OUT_SEED = 13  # training used seed 1, the card's evaluation seed 7
 HELD_OUT_CLIPS = 200
 REVERSED_CLIPS = 16
 BOUNDED_TASKS = ("open_qa", "mcq", "gqa", "grounding", "trajectory")
-# The standard deviation of one item's figure, measured on the 200 held-out clips (the spread of
+# The standard deviation of one item's figure, measured on 200 held-out clips of this seed (the spread of
 # ten random tenths' figures times sqrt(items per tenth)) and rounded up: grounding IoU 29
 # points; trajectory L1 0.13 / 0.15 and on visible points 0.04 / 0.07 (generated / teacher forced).
 SPREAD = {"mIoU": 30.0, "L1": 0.15, "L1_visible": 0.075}
