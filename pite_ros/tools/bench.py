@@ -11,6 +11,10 @@ preset with random weights (the output says which).
 frames dropped from a 30 Hz camera while questions are answered back to back, query
 latency p50/p95 per engine (also while continuous mode captions at 1 Hz), and the continuous-mode
 publish rate.
+
+``pite-bench scale [--videos 24] [--steps 40] [--readme]``: annotation videos/min with 1 and 2
+workers, local processes against Ray, and training steps/s in 1 and 2 CPU processes
+(``training.scale_bench``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     node.add_argument("--threads", type=int, default=0, help="engine threads in the node (0: engine default)")
     node.add_argument("--work-dir", type=Path, help="node logs and the ONNX export (default: a temporary directory)")
     node.add_argument("--json", type=Path, help="write the JSON report here")
+    scale = commands.add_parser("scale", help="annotation videos/min and training steps/s with 1 and 2 workers")
+    from training.scale_bench import add_arguments
+
+    add_arguments(scale)
     args = parser.parse_args(argv)
     if args.command == "engine" and min(args.threads, args.repeats, args.clips) < 1:
         parser.error("--threads, --repeats and --clips must be at least 1")
@@ -61,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "engine":
         return engine_command(args)
+    if args.command == "scale":
+        from training.scale_bench import run_scale_bench
+
+        run_scale_bench(args)
+        return 0
     return node_command(args)
 
 

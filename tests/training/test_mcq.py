@@ -98,7 +98,7 @@ def test_generate_with_a_fake_embedder(tmp_path: Path) -> None:
     embedder = FakeEmbedder(vectors)
     report = SkipReport()
     records = generate_mcq(pairs, embedder, MCQConfig(num_distractors=4, low=0.2, high=0.9), report)
-    assert embedder.calls == [6, 6]  # distinct questions, then distinct answers
+    assert embedder.calls == [12]  # the distinct questions and answers, in one call
     red = records[0]
     assert red["id"] == "q0" and red["options"][red["answer"]] == "red"
     assert sorted(red["options"]) == ["blue", "green", "purple", "red", "yellow"]  # black (0.1) out

@@ -16,16 +16,12 @@ local cluster started when no address is given; Ray retries the tasks of dead wo
 
 from __future__ import annotations
 
+import functools
 import json
-import multiprocessing
-import os
-import tempfile
 import time
 import traceback
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,8 +38,8 @@ from training.annotate.records import (
     read_tasks,
     safe_name,
 )
-
-MAX_CRASHES = 2
+from training.atomic import write_json_atomic, write_text_atomic
+from training.workpool import MAX_CRASHES, Scale, run_tasks, start_ray
 
 
 @dataclass
@@ -80,25 +76,6 @@ class Summary:
                 out.append(f"  {stage:8s} {seconds:7.2f} s  {self.frames / seconds:7.0f} frames/s")
         out += [f"  failure '{reason}': {count}" for reason, count in sorted(self.failures.items())]
         return out
-
-
-def write_json_atomic(path: Path, payload: object) -> None:
-    """Write ``payload`` as JSON to ``path`` via a temporary file in the same folder + ``os.replace``."""
-    write_text_atomic(path, json.dumps(payload, separators=(",", ":")) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def process_task(task: VideoTask, config: AnnotateConfig, out: str) -> dict:
@@ -166,7 +143,7 @@ def run(
         else:
             pending.append(item)
     if use_ray:
-        summary.workers = _start_ray(ray_address, workers)
+        summary.workers = start_ray(ray_address, workers)
     execute = _run_ray if use_ray else _run_local
     for stats in execute(pending, config, str(folder), summary.workers, ray_address, progress):
         _add(summary, stats)
@@ -223,50 +200,25 @@ def merge(out: str | Path, order: Iterable[str] | None = None) -> tuple[int, int
 def _run_local(
     tasks: list[VideoTask], config: AnnotateConfig, out: str, workers: int, _address: str | None, progress: bool
 ) -> Iterable[dict]:
-    """Yield each task's stats as it finishes: in-process for one worker, else a spawn process pool."""
-    bar = tqdm(total=len(tasks), desc="annotate", unit="video", disable=not progress)
-    try:
-        if workers <= 1:
-            for task in tasks:
-                yield process_task(task, config, out)
-                bar.update()
-            return
-        queue = list(reversed(tasks))
-        crashes: Counter = Counter()
-        context = multiprocessing.get_context("spawn")
-        while queue:
-            running: dict[Future, VideoTask] = {}
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_setup) as pool:
-                try:
-                    while queue or running:
-                        while queue and len(running) < workers:
-                            task = queue.pop()
-                            running[pool.submit(process_task, task, config, out)] = task
-                        done, _ = wait(running, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            stats = future.result()  # BrokenProcessPool if a worker died
-                            del running[future]
-                            bar.update()
-                            yield stats
-                except BrokenProcessPool:
-                    for future, task in running.items():
-                        if future.done() and future.exception() is None:  # finished before the crash
-                            bar.update()
-                            yield future.result()
-                            continue
-                        crashes[task.id] += 1
-                        if crashes[task.id] >= MAX_CRASHES:
-                            bar.update()
-                            yield _crashed(task, out)
-                        else:
-                            queue.append(task)
-    finally:
-        bar.close()
+    """Yield each task's stats as it finishes: in-process for one worker, else a spawn process
+    pool that survives a crashed worker (``training.workpool.run_tasks``)."""
+    with tqdm(total=len(tasks), desc="annotate", unit="video", disable=not progress) as bar:
+        for _, stats in run_tasks(_annotate, tasks, _worker_setup, (config, out, workers), Scale(workers=workers),
+                                  functools.partial(_crashed, out=out)):
+            bar.update()
+            yield stats
 
 
-def _worker_setup() -> None:
-    """One OpenCV thread per worker process: the workers already use every core."""
-    cv2.setNumThreads(1)
+def _worker_setup(config: AnnotateConfig, out: str, workers: int) -> tuple[AnnotateConfig, str]:
+    """A worker's state; one OpenCV thread per worker process when there are several (they
+    already use every core)."""
+    if workers > 1:
+        cv2.setNumThreads(1)
+    return config, out
+
+
+def _annotate(state: tuple[AnnotateConfig, str], task: VideoTask) -> dict:
+    return process_task(task, *state)
 
 
 def _crashed(task: VideoTask, out: str) -> dict:
@@ -277,24 +229,10 @@ def _crashed(task: VideoTask, out: str) -> dict:
             "seconds": dict.fromkeys(STAGES, 0.0)}
 
 
-def _start_ray(address: str | None, workers: int) -> int:
-    """Join the Ray cluster at ``address``, or start a local one of ``workers`` CPUs; return its CPU
-    count, the number of videos it annotates at once (a task takes one CPU)."""
-    try:
-        import ray
-    except ImportError:
-        raise SystemExit("--ray needs Ray: pip install 'pite_ros[ray]' (or pip install ray)") from None
-    if address is None:
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, ignore_reinit_error=True)
-    else:
-        ray.init(address=address, ignore_reinit_error=True)
-    return int(ray.cluster_resources().get("CPU", workers))
-
-
 def _run_ray(
     tasks: list[VideoTask], config: AnnotateConfig, out: str, workers: int, _address: str | None, progress: bool
 ) -> Iterable[dict]:
-    """The same ``process_task`` as Ray tasks on the cluster ``_start_ray`` joined, ``workers`` CPUs;
+    """The same ``process_task`` as Ray tasks on the cluster ``start_ray`` joined, ``workers`` CPUs;
     Ray retries the task of a dead worker. Leaves the cluster (a local one stops) when done."""
     import ray
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.annotate.runner import write_text_atomic
+from training.atomic import write_text_atomic
 
 
 @dataclass

@@ -5,8 +5,12 @@ What ``pite-eval`` does, as a library call:
 1. Open every source with its reader (``training.evaluation.sources``) at the engine's frame
    count and image size; bad records are skipped and counted by the readers. ``limit`` keeps
    the first examples of each file.
-2. In batches of ``batch_size`` examples (file order, record order: deterministic), decode the
-   frames (a video that fails to decode now is counted as the readers count it), ask each
+2. In shards of ``shard_size`` examples (a multiple of ``batch_size``; file order, record
+   order: deterministic), in this process or spread over worker processes or Ray
+   (``training.workpool``; each worker loads its own engine with ``load``) and, with a
+   ``work_dir``, each shard's result kept there so that a killed run rerun with the same
+   settings answers only the shards it had not finished; then, in batches of ``batch_size``
+   examples, decode the frames (a video that fails to decode now is counted as the readers count it), ask each
    example's prompt (``pite_ros.engine.base.answers_from_engine``: the engine's own batched loop when
    it has one), and turn (answer, reference) into ``EvalItem``s. A batch that raises is
    retried one example at a time; an example that still raises is counted as ``failed`` in
@@ -21,17 +25,19 @@ What ``pite-eval`` does, as a library call:
      ground-truth phrase gets the trajectory predicted at its own tokens
      (``teacher_forced``): trajectory quality independent of wording. It needs the torch
      model (the engine's ``model``); other engines report it unavailable.
-4. Score with ``evaluate_predictions`` and add ``meta``: engine, data, counts, seconds,
-   skipped records, failures.
+4. Score with ``evaluate_predictions`` over the shards' items in shard order (the same items
+   in the same order however many workers answered them: the figures are those of one
+   process) and add ``meta``: engine, data, counts, seconds, skipped records, failures, scale.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -49,6 +55,7 @@ from training.evaluation.sources import EVAL_TASKS, FORMATS, Source, open_source
 from training.evaluation.teacher_forced import teacher_forced_trajectories
 from training.evaluation.text import normalize_answer
 from training.evaluation.trajectory import DEFAULT_PCK_THRESHOLD
+from training.workpool import Scale, ShardStore, run_tasks
 
 if TYPE_CHECKING:
     from pite_ros.model.modeling import PiteForConditionalGeneration
@@ -56,6 +63,8 @@ if TYPE_CHECKING:
 GENERATED = "trajectory_generated"
 TEACHER_FORCED = "trajectory_teacher_forced"
 FAILED = "failed"
+WORKER_CRASHED = "worker crashed"
+SHARD_SIZE = 64  # examples per shard (rounded up to a multiple of the batch size)
 POINTS_DIFFER = "points per trajectory differ from the model's"
 _KEEP_FAILURES = 20
 GENERATED_NOTE = (
@@ -80,14 +89,23 @@ class EvalOptions:
     teacher_forced: bool = True
     pck_threshold: float = DEFAULT_PCK_THRESHOLD
     progress: bool = True
+    shard_size: int = SHARD_SIZE  # examples per unit of work (of a worker; kept in ``work_dir``)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.tasks) - set(EVAL_TASKS))
         if unknown or not self.tasks:
             raise ValueError(f"tasks must be a non-empty subset of {', '.join(EVAL_TASKS)}, got unknown {unknown}")
-        if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
-            raise ValueError("batch_size and limit must be positive")
+        if self.batch_size < 1 or self.shard_size < 1 or (self.limit is not None and self.limit < 1):
+            raise ValueError("batch_size, shard_size and limit must be positive")
 
+    @property
+    def examples_per_shard(self) -> int:
+        """``shard_size`` rounded up to whole batches, so that the batches are those of one run."""
+        return -(-self.shard_size // self.batch_size) * self.batch_size
+
+    def settings(self) -> dict:
+        """What the results depend on (not ``progress``): a shard folder's settings."""
+        return {k: v for k, v in asdict(self).items() if k != "progress"}
 
 
 @dataclass
@@ -128,13 +146,12 @@ def _chunks(jobs: list[_Job], size: int) -> Iterator[list[_Job]]:
         yield jobs[start : start + size]
 
 
-def _decode(job: _Job) -> Example | None:
-    """The example's frames, or None (counted in its reader's report) when the video no longer decodes."""
+def _decode(job: _Job) -> Example | Exception:
+    """The example's frames, or the error when the video no longer decodes."""
     try:
         return job.dataset.load(job.prepared)
     except (VideoReadError, cv2.error) as error:
-        job.dataset.report.skip(str(job.dataset.path), job.line, RecordError(UNREADABLE_VIDEO, "video", str(error)))
-        return None
+        return error
 
 
 def _answer(engine: Engine, examples: list[Example], max_new_tokens: int | None) -> list[AnswerResult | Exception]:
@@ -204,34 +221,82 @@ def _phrases(job: _Job) -> list[dict]:
     return [reference for task, reference in job.targets if task == "trajectory"]
 
 
-class _Run:
-    """One evaluation: the readers opened, items, failures and extra per-section counts."""
+@dataclass
+class Answers:
+    """What answering some examples gave: items, extra counts, failures, and the videos that no
+    longer decode (``(source, file, line, message)``, counted in their readers' reports when
+    the shards are put together). Picklable: a worker returns it and a rerun reads it back."""
 
-    def __init__(self, engine: Engine, options: EvalOptions) -> None:
-        self.engine = engine
-        self.options = options
-        self.opened: list[tuple[Source, RecordDataset]] = []
-        self.items: list[EvalItem] = []
-        self.forced: list[EvalItem] = []
-        self.extra: dict[str, Counter] = {}
-        self.failures: list[dict] = []
-        self.failed = 0
-        self.teacher_model, self.forced_reason = _teacher_model(engine, options)
+    items: list[EvalItem] = field(default_factory=list)
+    forced: list[EvalItem] = field(default_factory=list)
+    extra: dict[str, Counter] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)
+    failed: int = 0
+    unreadable: list[tuple[str, str, int, str]] = field(default_factory=list)
 
     def count(self, section: str, reason: str, number: int = 1) -> None:
         """Add ``number`` items of ``section`` left out for ``reason`` (shown in the section's counts)."""
         if number:
             self.extra.setdefault(section, Counter())[reason] += number
 
-    def fail(self, job: _Job, sections: list[str], step: str, error: Exception) -> None:
+    def fail(self, job: _Job, sections: list[str], step: str, error: Exception | str) -> None:
         """Count one example that raised in ``step``; ``sections``: one entry per item it would have given."""
         self.failed += 1
         for section in sections:
             self.count(section, FAILED)
-        if len(self.failures) < _KEEP_FAILURES:
-            error_text = f"{type(error).__name__}: {error}"[:300]
-            self.failures.append({"id": job.prepared.id, "file": f"{job.source.path}:{job.line}", "step": step,
-                                  "error": error_text})
+        error_text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"[:300]
+        self.failures.append({"id": job.prepared.id, "file": f"{job.source.path}:{job.line}", "step": step,
+                              "error": error_text})
+
+    def add(self, other: Answers) -> None:
+        """Append ``other`` (the next shard) to these."""
+        self.items += other.items
+        self.forced += other.forced
+        for section, counts in other.extra.items():
+            self.extra.setdefault(section, Counter()).update(counts)
+        self.failures += other.failures
+        self.failed += other.failed
+        self.unreadable += other.unreadable
+
+
+class _Run:
+    """One evaluation: the readers opened, the jobs, and what answering them gave so far (``total``)."""
+
+    def __init__(self, engine: Engine, options: EvalOptions) -> None:
+        self.engine = engine
+        self.options = options
+        self.opened: list[tuple[Source, RecordDataset]] = []
+        self.jobs: list[_Job] = []
+        self.total = Answers()  # the plan's counts, then every shard's answers in shard order
+        self.current = self.total  # where answering writes
+        self.teacher_model, self.forced_reason = _teacher_model(engine, options)
+
+    def shards(self) -> list[tuple[int, int, int]]:
+        """``(index, start, end)`` of each shard of ``jobs``."""
+        size = self.options.examples_per_shard
+        return [(i, start, min(start + size, len(self.jobs))) for i, start in enumerate(range(0, len(self.jobs), size))]
+
+    def answer(self, start: int, end: int) -> Answers:
+        """Answer ``jobs[start:end]`` in batches."""
+        self.current = Answers()
+        for chunk in _chunks(self.jobs[start:end], self.options.batch_size):
+            self.batch(chunk)
+        answers, self.current = self.current, self.total
+        return answers
+
+    def crashed(self, start: int, end: int) -> Answers:
+        """A shard whose worker kept dying: each of its examples failed, named."""
+        answers = Answers()
+        for job in self.jobs[start:end]:
+            answers.fail(job, [_section_of(task) for task, _ in job.targets], "answer",
+                         f"{WORKER_CRASHED}: the worker process died while answering its shard")
+        return answers
+
+    def replay_unreadable(self) -> None:
+        """Count the videos that no longer decoded in their readers' reports."""
+        datasets = {str(source): dataset for source, dataset in self.opened}
+        for source, path, line, message in self.total.unreadable:
+            datasets[source].report.skip(path, line, RecordError(UNREADABLE_VIDEO, "video", message))
 
     def plan(self, sources: Sequence[Source]) -> list[_Job]:
         """Open the sources the requested tasks need and list their examples with references.
@@ -262,22 +327,29 @@ class _Run:
                            for t, r in references(source.format, prepared, records[line], turn) if t in tasks]
                 kept = [(t, r) for t, r in targets if r is not None]
                 for section in (GENERATED, TEACHER_FORCED):
-                    self.count(section, POINTS_DIFFER, len(targets) - len(kept))
+                    self.total.count(section, POINTS_DIFFER, len(targets) - len(kept))
                 if kept:
                     jobs.append(_Job(source, dataset, line, prepared, kept))
+        self.jobs = jobs
         return jobs
 
     def batch(self, jobs: list[_Job]) -> None:
         """Decode, answer and (for stage-2 examples) teacher-force one batch of jobs."""
-        ready = [(job, example) for job in jobs if (example := _decode(job)) is not None]
+        ready = []
+        for job in jobs:
+            example = _decode(job)
+            if isinstance(example, Exception):
+                self.current.unreadable.append((str(job.source), str(job.dataset.path), job.line, str(example)))
+            else:
+                ready.append((job, example))
         if not ready:
             return
         answers = _answer(self.engine, [example for _, example in ready], self.options.max_new_tokens)
         for (job, _), result in zip(ready, answers, strict=True):
             if isinstance(result, Exception):
-                self.fail(job, [_section_of(task) for task, _ in job.targets], "answer", result)
+                self.current.fail(job, [_section_of(task) for task, _ in job.targets], "answer", result)
             else:
-                self.items.extend(_items(job, result))
+                self.current.items.extend(_items(job, result))
         if self.teacher_model is not None:
             self.teacher_force([(job, example) for job, example in ready if _phrases(job)])
 
@@ -293,23 +365,23 @@ class _Run:
                 try:
                     tracks.append(teacher_forced_trajectories(self.teacher_model, [example])[0])
                 except Exception as error:  # noqa: BLE001 - counted with the example's id
-                    self.fail(job, [TEACHER_FORCED] * len(_phrases(job)), "teacher forcing", error)
+                    self.current.fail(job, [TEACHER_FORCED] * len(_phrases(job)), "teacher forcing", error)
                     tracks.append(None)
         for (job, _), predicted in zip(ready, tracks, strict=True):
             if predicted is not None:
-                self.forced.extend(EvalItem("trajectory", p, r) for p, r in zip(predicted, _phrases(job), strict=True))
+                self.current.forced.extend(EvalItem("trajectory", p, r) for p, r in zip(predicted, _phrases(job), strict=True))
 
     def report(self) -> EvalReport:
         """Sections in ``EVAL_TASKS`` order, for tasks with items or extra counts; trajectory as
         its two named sections (teacher-forced whenever the generated one is there)."""
         options = self.options
-        scored = evaluate_predictions(self.items, meteor=options.meteor, pck_threshold=options.pck_threshold,
+        scored = evaluate_predictions(self.total.items, meteor=options.meteor, pck_threshold=options.pck_threshold,
                                       num_frames=int(self.engine.num_frames))
-        forced = evaluate_predictions(self.forced, meteor=False, pck_threshold=options.pck_threshold)
+        forced = evaluate_predictions(self.total.forced, meteor=False, pck_threshold=options.pck_threshold)
         report = EvalReport()
         for task in EVAL_TASKS:
             name = _section_of(task)
-            if task in scored.sections or name in self.extra:
+            if task in scored.sections or name in self.total.extra:
                 report.add(self._section(scored, task, name))
             if name == GENERATED and name in report.sections and options.teacher_forced:
                 report.add(self._section(forced, task, TEACHER_FORCED))
@@ -318,7 +390,7 @@ class _Run:
     def _section(self, origin: EvalReport, task: str, name: str) -> TaskSection:
         section = origin.sections.get(task) or TaskSection(name)
         section.task = name
-        section.counts.update(self.extra.get(name, {}))
+        section.counts.update(self.total.extra.get(name, {}))
         if name == GENERATED:
             section.notes.append(GENERATED_NOTE)
         elif name == TEACHER_FORCED and self.forced_reason is not None:
@@ -338,19 +410,74 @@ def _teacher_model(engine: Engine, options: EvalOptions) -> tuple[PiteForConditi
     return model, None
 
 
+def _given(run: _Run) -> _Run:
+    """The in-process "worker": the run itself, with the engine it was given."""
+    return run
+
+
+def _worker_run(load: Callable[[], Engine], sources: Sequence[Source], options: EvalOptions) -> _Run:
+    """A worker's own engine (``load``) and plan (the same jobs: planning is deterministic)."""
+    run = _Run(load(), options)
+    run.plan(sources)
+    return run
+
+
+def _answer_shard(run: _Run, shard: tuple[int, int, int]) -> Answers:
+    """Answer one shard (a worker's unit of work)."""
+    return run.answer(shard[1], shard[2])
+
+
 def run_evaluation(
-    engine: Engine, sources: Sequence[Source], options: EvalOptions = EvalOptions(), *, meta: dict | None = None
+    engine: Engine,
+    sources: Sequence[Source],
+    options: EvalOptions = EvalOptions(),
+    *,
+    meta: dict | None = None,
+    scale: Scale = Scale(),
+    load: Callable[[], Engine] | None = None,
+    work_dir: str | Path | None = None,
 ) -> EvalReport:
-    """Evaluate ``engine`` on ``sources`` (see the module docstring); ``meta`` is added to the report's."""
+    """Evaluate ``engine`` on ``sources`` (see the module docstring); ``meta`` is added to the report's.
+
+    ``scale``: where the shards are answered; more than one worker (or Ray) needs ``load``, a
+    picklable function that loads the same engine in a worker. ``work_dir``: the shards' results
+    are kept there (``ShardStore``; its settings are the options, the data, the engine and
+    ``meta``'s weights_sha256) and reused by a rerun (``pite-eval`` deletes it once the report
+    is written).
+    """
     began = time.perf_counter()
     run = _Run(engine, options)
     jobs = run.plan(sources)
+    shards = run.shards()
+    store = None
+    if work_dir is not None:
+        store = ShardStore(work_dir, {**options.settings(), "sources": [str(s) for s in sources],
+                                      "examples": len(jobs), "engine": engine.name,
+                                      "weights_sha256": (meta or {}).get("weights_sha256")})
+    done = {index: store.load(index) for index, _, _ in shards if store is not None and store.done(index)}
+    pending = [shard for shard in shards if shard[0] not in done]
+    parallel = scale.use_ray or scale.workers > 1
+    if parallel and load is None:
+        raise ValueError("more than one worker (or Ray) needs load: a function that loads the engine in a worker")
+    setup, setup_args = (_worker_run, (load, sources, options)) if parallel else (_given, (run,))
+    crashed: set[int] = set()
+
+    def on_crash(shard: tuple[int, int, int]) -> Answers:
+        crashed.add(shard[0])  # not kept: a rerun tries it again
+        return run.crashed(shard[1], shard[2])
+
     answering = time.perf_counter()
-    with tqdm(total=len(jobs), desc="pite-eval", unit="example", disable=not options.progress) as bar:
-        for chunk in _chunks(jobs, options.batch_size):
-            run.batch(chunk)
-            bar.update(len(chunk))
+    reused = sum(end - start for index, start, end in shards if index in done)
+    with tqdm(total=len(jobs), initial=reused, desc="pite-eval", unit="example", disable=not options.progress) as bar:
+        for (index, start, end), answers in run_tasks(_answer_shard, pending, setup, setup_args, scale, on_crash):
+            done[index] = answers
+            if store is not None and index not in crashed:
+                store.save(index, answers)
+            bar.update(end - start)
     answered = time.perf_counter() - answering
+    for index, _, _ in shards:
+        run.total.add(done[index])
+    run.replay_unreadable()
     report = run.report()
     skipped = merged_report([dataset for _, dataset in run.opened])
     per_file = Counter(str(job.source) for job in jobs)
@@ -377,7 +504,9 @@ def run_evaluation(
             "by_reason": dict(skipped.counts),
             "first": [str(e) for examples in skipped.examples.values() for e in examples],
         },
-        "failed": {"count": run.failed, "first": run.failures},
+        "failed": {"count": run.total.failed, "first": run.total.failures[:_KEEP_FAILURES]},
+        "scale": {"workers": scale.workers, "ray": scale.use_ray, "shards": len(shards),
+                  "shards_reused": len(shards) - len(pending)},
         "seconds": {"total": round(time.perf_counter() - began, 3), "answering": round(answered, 3),
                     "per_example": round(answered / len(jobs), 4) if jobs else None},
     }

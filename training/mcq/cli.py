@@ -3,10 +3,14 @@
     pite-mcq qa.jsonl [more.jsonl ...] -o stage3_mcq.jsonl [--neighbours 50] [--distractors 4]
              [--band 0.2 0.9] [--shortfall skip|widen] [--seed 0] [--batch-size 64]
 
-All input files form one pool of questions (neighbours are searched across them). Bad lines
+All input files form one pool of questions (neighbours are searched across them).
+``--workers N`` embeds the texts in N processes (``--ray``: as Ray actors), in shards whose
+vectors are kept in ``<output>.parts/`` until the output is written, so a killed run rerun
+with the same arguments embeds only what was left; the output is byte for byte that of one
+process with the same ``--threads`` (``training.mcq.scale``). Bad lines
 and questions without enough distractors are skipped and counted; the summary (counts by
 reason, first examples as file:line) is printed at the end. The output is written whole
-(temporary file + rename); nothing else is written or cached. Exit status: 0 when at least
+(temporary file + rename). Exit status: 0 when at least
 one question was written, 1 when none was, 2 on a usage error (missing input file).
 """
 
@@ -19,10 +23,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.annotate.runner import write_text_atomic
+from training.atomic import write_text_atomic
 from training.datasets.report import SkipReport
 from training.mcq.generate import SHORTFALL_POLICIES, MCQConfig, generate_mcq
 from training.mcq.records import read_qa_pairs
+from training.mcq.scale import SHARD_SIZE, ShardedEmbedder
+from training.workpool import Scale, ShardStore, StaleShards
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -43,6 +49,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the draws and shuffles")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per embedding forward pass")
     parser.add_argument("--device", default="cpu", help="torch device of the embedder")
+    parser.add_argument("--workers", type=int, default=1, help="embedding processes")
+    parser.add_argument("--ray", action="store_true", help="embed as Ray actors (pip install ray)")
+    parser.add_argument("--ray-address", help="Ray cluster address (default: start a local one of --workers CPUs)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per process (0: the cores shared among the workers)")
+    parser.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="texts per unit of work")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
@@ -61,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shortfall=args.shortfall,
             seed=args.seed,
         )
+        scale = Scale(workers=args.workers, use_ray=args.ray, ray_address=args.ray_address)
     except ValueError as error:
         print(f"pite-mcq: {error}", file=sys.stderr)
         return 2
@@ -68,15 +82,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = SkipReport()
     pairs = read_qa_pairs(args.inputs, report)
     records = []
+    work_dir = args.output.with_name(args.output.name + ".parts")
     if pairs:
-        from training.mcq.embedder import MiniLMEmbedder  # loads torch + the model: only when needed
-
-        records = generate_mcq(pairs, MiniLMEmbedder(batch_size=args.batch_size, device=args.device), config, report)
+        embedder = ShardedEmbedder(batch_size=args.batch_size, device=args.device, scale=scale,
+                                   threads=scale.worker_threads(args.threads), shard_size=args.shard_size,
+                                   work_dir=work_dir, progress=not args.no_progress)
+        try:
+            records = generate_mcq(pairs, embedder, config, report)
+        except StaleShards as error:
+            print(f"pite-mcq: {error}", file=sys.stderr)
+            return 2
     write_text_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    for folder in work_dir.glob("*/") if work_dir.is_dir() else ():
+        ShardStore.remove(folder)  # the output is written: the kept vectors are no longer needed
+    ShardStore.remove(work_dir)
     print(
         f"pite-mcq: {len(pairs)} QA pairs read, {len(records)} multiple-choice questions written to "
         f"{args.output} in {time.perf_counter() - began:.1f} s"
     )
+    if pairs:
+        print(f"embedded {embedder.embedded} texts ({embedder.reused} more kept by an earlier unfinished run)")
     print(report.summary())
     return 0 if records else 1
 

@@ -143,13 +143,14 @@ def generate_mcq(pairs: Sequence[QAPair], embedder: Embedder, config: MCQConfig,
     ``report.loaded`` becomes the number of records made."""
     if not pairs:
         return []
-    question_vectors, question_rows = embed_unique([p.question for p in pairs], embedder)
-    answer_vectors, answer_rows = embed_unique([p.answer for p in pairs], embedder)
-    neighbours = nearest_neighbours(question_vectors[question_rows], config.neighbours)
+    # Questions and answers in one call: one pass of the (possibly sharded) embedder.
+    vectors, rows = embed_unique([p.question for p in pairs] + [p.answer for p in pairs], embedder)
+    question_rows, answer_rows = rows[: len(pairs)], rows[len(pairs) :]
+    neighbours = nearest_neighbours(vectors[question_rows], config.neighbours)
     records = []
     for i, pair in enumerate(pairs):
         similar = neighbours[i]
-        similarities = answer_vectors[answer_rows[similar]] @ answer_vectors[answer_rows[i]]  # (k,)
+        similarities = vectors[answer_rows[similar]] @ vectors[answer_rows[i]]  # (k,)
         rng = random.Random(f"{config.seed}:{pair.id}")
         distractors = choose_distractors(
             pair.answer, [pairs[j].answer for j in similar], similarities.tolist(), config, rng
