@@ -107,8 +107,8 @@ def build_random_checkpoint(preset: str, directory: Path) -> Path:
 
 def ensure_export(checkpoint: Path, directory: Path) -> dict[str, Any]:
     """Export ``checkpoint`` with its int8 variant into ``directory`` unless an export of the same
-    weights, quantised the same way, is there; returns what the report says about the export."""
-    from pite_ros.engine.export import REDUCTIONS, export_onnx
+    weights, exported and quantised the same way, is there; returns what the report says about the export."""
+    from pite_ros.engine.export import EXPORT_ATTENTION, REDUCTIONS, export_onnx
 
     if not (checkpoint / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{checkpoint / WEIGHTS_NAME}: missing (not a checkpoint directory)")
@@ -116,7 +116,9 @@ def ensure_export(checkpoint: Path, directory: Path) -> dict[str, Any]:
     manifest_path, int8_manifest = directory / MANIFEST_NAME, directory / "int8" / MANIFEST_NAME
     if manifest_path.is_file() and int8_manifest.is_file():
         manifest, int8 = json.loads(manifest_path.read_text()), json.loads(int8_manifest.read_text())
-        if manifest.get("source", {}).get("weights_sha256") == weights and int8.get("reduction") == REDUCTIONS["int8"]:
+        same = (manifest.get("source", {}).get("weights_sha256") == weights and manifest.get("attention") == EXPORT_ATTENTION
+                and int8.get("reduction") == REDUCTIONS["int8"])
+        if same:
             agreement = int8["agreement"]
             return {"reused": True, "directory": str(directory), "parity": _parity_summary(manifest["parity"]),
                     "int8_agreement": agreement}
