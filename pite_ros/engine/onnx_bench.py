@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -49,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from pite_ros.engine.base import EngineError
 from pite_ros.engine.onnx_manifest import MANIFEST_NAME, sha256_file
 from pite_ros.model.checkpoint import WEIGHTS_NAME, CheckpointError
 
@@ -171,6 +173,9 @@ def _parity_summary(parity: dict) -> dict:
 def run_benchmark(checkpoint: Path, export_dir: Path, source: str, settings: BenchSettings,
                   engines: tuple[str, ...] = ENGINES) -> dict[str, Any]:
     """Export (or reuse), measure every engine in its own process, and compare (see the module doc)."""
+    if "torch-compile" in engines and not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
+        raise EngineError("torch-compile: torch.compile's inductor needs a C++ compiler (none on PATH); install one "
+                          "or leave it out with --engines")
     export = ensure_export(checkpoint, export_dir)
     machine = _machine(settings)
     paths = {**{kind: checkpoint for kind in ENGINES}, "onnx-fp32": export_dir, "onnx-int8": export_dir / "int8"}

@@ -96,6 +96,12 @@ def test_cli_checks_its_options(capsys, tmp_path):
         bench_main(["engine", "--model", "a", "--preset", "tiny"])  # one or the other
 
 
+def test_torch_compile_without_a_compiler_is_named(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no C++ compiler on it
+    assert bench_main(["engine", "--preset", "tiny", "--engines", "torch-compile", "--work-dir", str(tmp_path)]) == 2
+    assert "needs a C++ compiler" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_engine_bench_on_the_tiny_model(tmp_path, checkpoint):
     kinds = ("torch", "hf-generate", "onnx-fp32", "onnx-int8")  # torch.compile's compiling takes minutes
