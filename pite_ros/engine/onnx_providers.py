@@ -57,7 +57,11 @@ def resolve_providers(requested: Sequence[str] | None, available: Sequence[str] 
 
 def session_options(num_threads: int = 0, inter_op_threads: int = 0) -> ort.SessionOptions:
     """Full graph optimisation; ``num_threads`` intra-op and ``inter_op_threads`` inter-op
-    threads (0: ONNX Runtime's default, one per physical core for intra-op)."""
+    threads (0: ONNX Runtime's default, one per physical core for intra-op), which sleep when
+    idle instead of spinning: on a robot the runtime shares the cores with the camera driver
+    and ROS, and a spinning worker holds a core the next kernel's other thread is waiting for
+    (``pite-bench engine`` on a shared 2-core CPU: the default model's vision graph took 47 ms
+    with spinning and 15 ms without, at 2 threads; docs/export-and-runtime.md)."""
     if num_threads < 0 or inter_op_threads < 0:
         raise EngineError(f"thread counts must be >= 0, got num_threads={num_threads}, "
                           f"inter_op_threads={inter_op_threads}")
@@ -65,6 +69,8 @@ def session_options(num_threads: int = 0, inter_op_threads: int = 0) -> ort.Sess
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = inter_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 

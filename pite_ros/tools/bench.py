@@ -1,8 +1,10 @@
 """``pite-bench``: benchmarks, one sub-command each.
 
-``pite-bench engine [--model DIR | --preset NAME]``: torch eager vs ONNX Runtime fp32 vs int8
-on the same clips in one run (``pite_ros.engine.onnx_bench``): vision, prefill, decode per
-token, whole answer, peak memory, ratios and goals; a table and a JSON report. Without
+``pite-bench engine [--model DIR | --preset NAME] [--write-docs]``: ONNX Runtime fp32 and int8
+against torch eager, torch.compile and Hugging Face ``generate()`` on the same clips in one
+run (``pite_ros.engine.onnx_bench``): vision, prefill, decode per token, whole answer, peak
+memory, ratios and goals; a table and a JSON report; ``--write-docs`` writes the table into
+README.md and docs/export-and-runtime.md (``pite_ros.engine.bench_docs``). Without
 ``--model`` or ``--preset``: the shipped default model when it exists, else the ``tiny``
 preset with random weights (the output says which).
 
@@ -26,11 +28,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+REPOSITORY = Path(__file__).resolve().parents[2]  # README.md and docs/ of a source checkout
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from pite_ros.engine.onnx_bench import ENGINES
+
     parser = argparse.ArgumentParser(prog="pite-bench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    engine = commands.add_parser("engine", help="torch eager vs ONNX Runtime fp32 vs int8 (CPU)")
+    engine = commands.add_parser("engine", help="ONNX Runtime fp32 and int8 vs torch and its peers (CPU)")
     which = engine.add_mutually_exclusive_group()
     which.add_argument("--model", type=Path, help="checkpoint directory")
     which.add_argument("--preset", help="a config preset (e.g. tiny, bench-400m) with random weights built here")
@@ -45,8 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     engine.add_argument("--rounds", type=int, default=2,
                         help="fresh processes per engine, taking turns; the fastest is kept (default %(default)s)")
     engine.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the model's)")
-    engine.add_argument("--engines", default="torch,onnx-fp32,onnx-int8",
-                        help="comma-separated subset (default %(default)s)")
+    engine.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset (default %(default)s)")
+    engine.add_argument("--write-docs", action="store_true",
+                        help="write the table into the README and docs/export-and-runtime.md (their blocks for this "
+                             "model: default, the preset's name, or the checkpoint directory's name)")
     node = commands.add_parser("node", help="ingest cost, frames dropped at 30 Hz, query latency, continuous rate")
     node.add_argument("--model", type=Path, help="checkpoint directory (default: the shipped default model)")
     node.add_argument("--engines", default="torch,onnx", help="comma-separated: torch, onnx (default %(default)s)")
@@ -107,10 +115,18 @@ def engine_command(args: argparse.Namespace) -> int:
             settings = BenchSettings(threads=args.threads, repeats=args.repeats, clips=args.clips, rounds=args.rounds,
                                      max_new_tokens=args.max_new_tokens)
             report = run_benchmark(checkpoint, work / f"{checkpoint.name}-onnx", source, settings, engines)
+            block = "default" if checkpoint == DEFAULT_MODEL_DIR else args.preset or Path(checkpoint).name
         except (CheckpointError, ConfigError, EngineError) as error:
             print(f"pite-bench: {error}", file=sys.stderr)
             return 2
         print(format_report(report))
+        if args.write_docs:
+            from pite_ros.engine.bench_docs import write_docs
+
+            files = [REPOSITORY / "README.md", REPOSITORY / "docs" / "export-and-runtime.md"]
+            for path in write_docs(report, block, files):
+                print(f"pite-bench: {path} has no block for {block!r} (<!-- pite-bench engine: {block} -->); "
+                      "not written", file=sys.stderr)
         path = args.json or work / "bench-engine.json"
         if args.json or args.work_dir:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,8 @@ def test_thread_options():
     options = session_options(3, 2)
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 2)
     assert (session_options().intra_op_num_threads, session_options().inter_op_num_threads) == (0, 0)
+    for pool in ("intra", "inter"):  # idle threads sleep: a spinning one holds a core others need
+        assert options.get_session_config_entry(f"session.{pool}_op.allow_spinning") == "0"
     with pytest.raises(EngineError, match="thread counts"):
         session_options(-1)
 
