@@ -10,7 +10,8 @@ import pytest
 from pite_ros.engine.bench_docs import write_docs
 from pite_ros.engine.bench_peers import HfGenerateRunner
 from pite_ros.engine.onnx_bench import BenchSettings, compare, format_report, run_benchmark
-from pite_ros.model.generation import TorchBackend, generate
+from pite_ros.model.generation import generate
+from pite_ros.model.torch_generation import TorchBackend
 from pite_ros.tools.bench import main as bench_main
 
 
