@@ -16,28 +16,34 @@ finish, in any order (callers key results by task, so the outcome does not depen
   task, and a task that still fails gives ``on_crash(task)``.
 
 ``ShardStore`` keeps each finished task's result in a file (written whole, then renamed), so a
-killed run rerun with the same settings skips what was finished and does it once.
+killed run rerun with the same settings skips what was finished and does it once. The files are
+JSON or ``.npy`` (a ``ShardCodec``), never pickle: a file put in the folder must not run code
+when a rerun reads it, and a kept result must not depend on the layout of the code's classes.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import os
-import pickle
 import shutil
+import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 from training.atomic import write_bytes_atomic, write_text_atomic
 
 MAX_CRASHES = 2  # tries of a task whose worker process dies
 Task = TypeVar("Task")
+Result = TypeVar("Result")
 _STATE: dict[str, Any] = {}  # the worker process's state (set up by its pool initializer)
 
 
@@ -65,13 +71,49 @@ class StaleShards(ValueError):
     """A shard folder that holds the results of a run with other settings (the message says which)."""
 
 
-class ShardStore:
-    """Finished shards of one run in ``folder``: ``settings.json`` (what the run is) and
-    ``shards/<index>.pkl`` (a shard's result, pickled). A folder of a run with other
-    ``settings`` is refused (``StaleShards``) rather than mixed in."""
+class UnreadableShard(UserWarning):
+    """A kept shard file that does not decode (truncated, edited): not trusted, its shard is recomputed."""
 
-    def __init__(self, folder: str | Path, settings: dict) -> None:
+
+@dataclass(frozen=True)
+class ShardCodec(Generic[Result]):
+    """How a shard's result is kept on disk: the files' ``suffix`` and the result's bytes and back.
+    ``decode`` reads untrusted bytes: it must run no code from them (no pickle) and raise on
+    bytes it cannot read."""
+
+    suffix: str
+    encode: Callable[[Result], bytes]
+    decode: Callable[[bytes], Result]
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _npy_array(data: bytes) -> np.ndarray:
+    with io.BytesIO(data) as buffer:
+        array = np.lib.format.read_array(buffer, allow_pickle=False)  # the .npy format only
+        if buffer.read(1):
+            raise ValueError("bytes after the array")
+    return array
+
+
+NPY = ShardCodec(".npy", _npy_bytes, _npy_array)  # one numpy array per shard (``np.save``, no pickle)
+
+
+class ShardStore(Generic[Result]):
+    """Finished shards of one run in ``folder``: ``settings.json`` (what the run is) and
+    ``shards/<index><codec.suffix>`` (a shard's result, ``codec.encode``). A folder of a run
+    with other ``settings`` is refused (``StaleShards``) rather than mixed in; a kept file that
+    does not decode is named in an ``UnreadableShard`` warning, counted in ``unreadable`` and
+    not used (its shard is computed again and the file replaced)."""
+
+    def __init__(self, folder: str | Path, settings: dict, codec: ShardCodec[Result]) -> None:
         self.folder = Path(folder)
+        self.codec = codec
+        self.unreadable = 0  # kept files that did not decode
         written = self.folder / "settings.json"
         text = json.dumps(settings, sort_keys=True, indent=1, default=str) + "\n"
         if written.is_file() and written.read_text(encoding="utf-8") != text:
@@ -83,16 +125,31 @@ class ShardStore:
         write_text_atomic(written, text)
 
     def path(self, index: int) -> Path:
-        return self.folder / "shards" / f"{index:06d}.pkl"
+        return self.folder / "shards" / f"{index:06d}{self.codec.suffix}"
 
-    def done(self, index: int) -> bool:
-        return self.path(index).is_file()
+    def save(self, index: int, result: Result) -> None:
+        write_bytes_atomic(self.path(index), self.codec.encode(result))
 
-    def save(self, index: int, result: object) -> None:
-        write_bytes_atomic(self.path(index), pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-
-    def load(self, index: int) -> Any:
-        return pickle.loads(self.path(index).read_bytes())
+    def kept(self, indices: Iterable[int], check: Callable[[int, Result], None] | None = None) -> dict[int, Result]:
+        """The kept results of the shards ``indices`` that have a file that decodes and that
+        ``check(index, result)`` (raising on a result that does not fit its shard) accepts;
+        each other file is warned about and counted (class docstring)."""
+        found: dict[int, Result] = {}
+        for index in indices:
+            path = self.path(index)
+            if not path.is_file():
+                continue
+            try:
+                result = self.codec.decode(path.read_bytes())
+                if check is not None:
+                    check(index, result)
+            except Exception as error:  # noqa: BLE001 - whatever a kept file holds, it must not stop the run
+                self.unreadable += 1
+                warnings.warn(f"{path}: unreadable kept shard, computed again ({type(error).__name__}: {error})"[:300],
+                              UnreadableShard, stacklevel=2)
+                continue
+            found[index] = result
+        return found
 
     @staticmethod
     def remove(folder: str | Path) -> None:

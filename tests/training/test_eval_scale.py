@@ -1,12 +1,14 @@
 """pite-eval at scale: 2 worker processes and Ray give the one-process report, a video that no
 longer decodes is counted and named while the rest is scored, and a run killed mid-way then
-rerun with the same arguments answers only the shards it had not finished and gives the
+rerun with the same arguments answers only the shards it had not finished (kept as JSON;
+a kept file that does not read is named, counted and answered again) and gives the
 uninterrupted run's report. The tiny model of test_eval_run, 8 clips, shards of 4 examples."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,8 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.training.test_eval_run import FRAMES, model_dir  # noqa: F401 - the tiny model fixture
+from pite_ros.engine.loader import load_engine
 from training.evaluation.cli import main
+from training.evaluation.run import EvalOptions, run_evaluation
+from training.evaluation.sources import resolve_sources
 from training.synth import WorldConfig, generate
+from training.workpool import UnreadableShard
 
 REPO = Path(__file__).parents[2]
 BROKEN = "eval_v000001"  # the synthetic clip whose video is overwritten with garbage
@@ -77,25 +83,73 @@ def test_two_workers_give_the_one_process_report(model_dir: Path, data: Path, on
     assert json.loads(out.read_text())["meta"]["scale"]["workers"] == 2
 
 
-def test_a_killed_run_rerun_answers_only_what_was_left(model_dir: Path, data: Path, one_process: Path,  # noqa: F811
-                                                       tmp_path: Path) -> None:
-    out = tmp_path / "eval.json"
+@pytest.fixture(scope="module")
+def killed(model_dir: Path, data: Path, tmp_path_factory) -> Path:  # noqa: F811
+    """The shard folder of a run killed (SIGKILL) once it had kept at least 3 shards."""
+    out = tmp_path_factory.mktemp("killed") / "eval.json"
     command = [sys.executable, "-m", "training.evaluation.cli", *arguments(model_dir, data, out)]
     process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = out.with_suffix(".parts") / "shards"
     deadline = time.monotonic() + 120
-    while not list(shards.glob("*.pkl")) and process.poll() is None and time.monotonic() < deadline:
+    while len(list(shards.glob("*.json"))) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    finished = {path.name: path.stat().st_mtime_ns for path in shards.glob("*.pkl")}
+    return out.with_suffix(".parts")
+
+
+def rerun_of(killed: Path, folder: Path) -> tuple[Path, list[Path]]:
+    """Where a rerun of the killed run writes (its kept shards copied there), and the kept shard
+    files (not a temporary file the kill left half written)."""
+    shutil.copytree(killed, folder / "eval.parts")
+    return folder / "eval.json", sorted(p for p in (folder / "eval.parts" / "shards").iterdir() if p.suffix != ".tmp")
+
+
+def test_a_killed_run_rerun_answers_only_what_was_left(model_dir: Path, data: Path, one_process: Path,  # noqa: F811
+                                                       killed: Path, tmp_path: Path) -> None:
+    out, finished = rerun_of(killed, tmp_path)
     total = json.loads(one_process.read_text())["meta"]["scale"]["shards"]
-    assert 1 <= len(finished) < total, "the run ended before the kill"
+    assert 3 <= len(finished) < total, "the run ended before the kill"
+    assert all(path.suffix == ".json" for path in finished), finished  # JSON, no pickle
     assert main(arguments(model_dir, data, out)) == 0
     report = json.loads(out.read_text())
     assert report["meta"]["scale"]["shards_reused"] == len(finished)
+    assert report["meta"]["scale"]["shards_unreadable"] == 0
     assert comparable(out) == comparable(one_process)
+
+
+def test_an_unreadable_kept_shard_is_named_counted_and_answered_again(
+        model_dir: Path, data: Path, one_process: Path, killed: Path, tmp_path: Path) -> None:  # noqa: F811
+    out, finished = rerun_of(killed, tmp_path)
+    truncated, edited = finished[:2]
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    edited.write_text('{"items": []}')  # JSON, but not a shard's answers
+    with pytest.warns(UnreadableShard) as warned:
+        assert main(arguments(model_dir, data, out)) == 0
+    named = sorted(str(w.message).split(":")[0] for w in warned)
+    assert named == [str(truncated), str(edited)]
+    report = json.loads(out.read_text())
+    assert report["meta"]["scale"]["shards_unreadable"] == 2
+    assert report["meta"]["scale"]["shards_reused"] == len(finished) - 2
+    assert comparable(out) == comparable(one_process)
+
+
+def test_every_kept_shard_reads_back_into_the_same_report(model_dir: Path, data: Path, tmp_path: Path) -> None:  # noqa: F811
+    """All shards kept (trajectories, teacher-forced ones, unreadable videos: arrays and tuples),
+    then a rerun that answers nothing: the same report."""
+    engine = load_engine("torch", model_dir, num_threads=1)
+    sources = resolve_sources([str(data)])
+    options = EvalOptions(meteor=False, progress=False, batch_size=2, shard_size=4)
+    first = run_evaluation(engine, sources, options, work_dir=tmp_path)
+    kept = b"".join(path.read_bytes() for path in (tmp_path / "shards").glob("*.json"))
+    assert kept.count(b'"__ndarray__"') > 100 and b'"__tuple__"' in kept
+    assert first.sections["trajectory_teacher_forced"].count > 0
+    again = run_evaluation(engine, sources, options, work_dir=tmp_path)
+    assert again.meta["scale"]["shards_reused"] == again.meta["scale"]["shards"] == first.meta["scale"]["shards"]
+    for report in (first, again):
+        report.meta.pop("seconds"), report.meta.pop("scale")
+    assert again.to_dict() == first.to_dict()
 
 
 def test_shards_of_other_settings_are_refused(model_dir: Path, data: Path, tmp_path: Path, capsys) -> None:  # noqa: F811

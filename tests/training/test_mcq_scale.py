@@ -1,12 +1,16 @@
 """pite-mcq at scale: 2 worker processes write the one-process output byte for byte, and a run
 killed mid-way then rerun with the same arguments embeds only the shards it had not finished
-and writes the uninterrupted run's output. 300 generated QA pairs, shards of 8 texts."""
+(kept as .npy; a kept file that does not read, a pickle put there included, is named, counted
+and embedded again, never unpickled) and writes the uninterrupted run's output. 300 generated
+QA pairs, shards of 8 texts."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,22 +60,68 @@ def test_two_workers_write_the_same_bytes(qa: Path, one_process: Path, tmp_path:
     assert not (tmp_path / "mcq.jsonl.parts").exists()  # kept vectors are gone once the output is written
 
 
-def test_a_killed_run_rerun_embeds_only_what_was_left(qa: Path, one_process: Path, tmp_path: Path) -> None:
-    out = tmp_path / "mcq.jsonl"
-    command = [sys.executable, "-m", "training.mcq.cli", *arguments(qa, out)]
-    process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    parts = tmp_path / "mcq.jsonl.parts"
+@pytest.fixture(scope="module")
+def killed(qa: Path, tmp_path_factory) -> Path:
+    """The kept vectors of a run killed (SIGKILL) once it had kept at least 3 shards."""
+    out = tmp_path_factory.mktemp("killed") / "mcq.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "training.mcq.cli", *arguments(qa, out)], cwd=REPO,
+                               env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    parts = out.with_name("mcq.jsonl.parts")
     deadline = time.monotonic() + 120
-    while not list(parts.glob("*/shards/*.pkl")) and process.poll() is None and time.monotonic() < deadline:
+    while len(list(parts.glob("*/shards/*.npy"))) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    kept = len(list(parts.glob("*/shards/*.pkl")))
-    assert kept >= 1 and not out.exists(), "the run ended before the kill"
-    rerun = subprocess.run(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
-                           text=True, check=True)
-    assert "more kept by an earlier unfinished run" in rerun.stdout
-    reused = int(rerun.stdout.split("texts (")[1].split(" more")[0])
-    assert reused >= 8 * kept - 8, rerun.stdout  # whole shards of 8 (a last one may be shorter)
+    assert not out.exists(), "the run ended before the kill"
+    return parts
+
+
+def rerun_of(killed: Path, folder: Path) -> tuple[Path, list[Path]]:
+    """Where a rerun of the killed run writes (its kept vectors copied there), and the kept shard files."""
+    shutil.copytree(killed, folder / "mcq.jsonl.parts")
+    return folder / "mcq.jsonl", sorted((folder / "mcq.jsonl.parts").glob("*/shards/*.npy"))
+
+
+def run(qa: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training.mcq.cli", *arguments(qa, out)], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, check=True)
+
+
+def reused(printed: str) -> int:
+    return int(printed.split("texts (")[1].split(" more")[0])
+
+
+def test_a_killed_run_rerun_embeds_only_what_was_left(qa: Path, one_process: Path, killed: Path,
+                                                      tmp_path: Path) -> None:
+    out, kept = rerun_of(killed, tmp_path)
+    assert len(kept) >= 3
+    done = run(qa, out)
+    assert "more kept by an earlier unfinished run)" in done.stdout and "Unreadable" not in done.stderr
+    assert reused(done.stdout) >= 8 * len(kept) - 8, done.stdout  # whole shards of 8 (a last one may be shorter)
     assert out.read_bytes() == one_process.read_bytes()
+
+
+def test_an_unreadable_kept_shard_is_named_counted_and_embedded_again(qa: Path, one_process: Path, killed: Path,
+                                                                     tmp_path: Path) -> None:
+    out, kept = rerun_of(killed, tmp_path)
+    truncated, dropped = kept[:2]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    marker = tmp_path / "code ran"
+    dropped.write_bytes(pickle.dumps(RunsCode(str(marker))))  # a pickle put in the folder
+    done = run(qa, out)
+    assert "; 2 kept shard files unreadable)" in done.stdout, done.stdout
+    assert f"{truncated}: unreadable kept shard" in done.stderr and f"{dropped}: unreadable kept shard" in done.stderr
+    assert not marker.exists()  # the pickle was not loaded
+    assert reused(done.stdout) >= 8 * (len(kept) - 2) - 8, done.stdout
+    assert out.read_bytes() == one_process.read_bytes()
+
+
+class RunsCode:
+    """Unpickled, it makes the folder ``path``: the code a pickle file runs on load."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return os.mkdir, (self.path,)

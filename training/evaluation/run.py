@@ -46,6 +46,7 @@ from tqdm import tqdm
 from pite_ros.engine.base import Engine, answers_from_engine
 from pite_ros.types import AnswerResult, Example, PhraseTrack
 from pite_ros.video import VideoReadError
+from training import plainjson
 from training.datasets import Prepared, RecordDataset, merged_report
 from training.datasets.report import UNREADABLE_VIDEO, RecordError
 from training.datasets.stage2 import spread_point_indices
@@ -55,7 +56,7 @@ from training.evaluation.sources import EVAL_TASKS, FORMATS, Source, open_source
 from training.evaluation.teacher_forced import teacher_forced_trajectories
 from training.evaluation.text import normalize_answer
 from training.evaluation.trajectory import DEFAULT_PCK_THRESHOLD
-from training.workpool import Scale, ShardStore, run_tasks
+from training.workpool import Scale, ShardCodec, ShardStore, run_tasks
 
 if TYPE_CHECKING:
     from pite_ros.model.modeling import PiteForConditionalGeneration
@@ -225,7 +226,8 @@ def _phrases(job: _Job) -> list[dict]:
 class Answers:
     """What answering some examples gave: items, extra counts, failures, and the videos that no
     longer decode (``(source, file, line, message)``, counted in their readers' reports when
-    the shards are put together). Picklable: a worker returns it and a rerun reads it back."""
+    the shards are put together). A worker returns it (pickled between processes); a kept shard
+    is its JSON (``to_json``), which a rerun reads back exactly (``from_json``)."""
 
     items: list[EvalItem] = field(default_factory=list)
     forced: list[EvalItem] = field(default_factory=list)
@@ -248,6 +250,24 @@ class Answers:
         self.failures.append({"id": job.prepared.id, "file": f"{job.source.path}:{job.line}", "step": step,
                               "error": error_text})
 
+    def to_json(self) -> bytes:
+        """These answers as JSON (``training.plainjson``: arrays and tuples come back exactly)."""
+        return plainjson.dumps({
+            "items": [[item.task, item.prediction, item.reference] for item in self.items],
+            "forced": [[item.task, item.prediction, item.reference] for item in self.forced],
+            "extra": self.extra, "failures": self.failures, "failed": self.failed, "unreadable": self.unreadable,
+        })
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Answers:
+        """The answers ``to_json`` wrote; ValueError, KeyError or TypeError on other bytes."""
+        fields = plainjson.loads(data)
+        return cls(items=[EvalItem(*item) for item in fields["items"]],
+                   forced=[EvalItem(*item) for item in fields["forced"]],
+                   extra={section: Counter(counts) for section, counts in fields["extra"].items()},
+                   failures=[dict(failure) for failure in fields["failures"]], failed=int(fields["failed"]),
+                   unreadable=[tuple(entry) for entry in fields["unreadable"]])
+
     def add(self, other: Answers) -> None:
         """Append ``other`` (the next shard) to these."""
         self.items += other.items
@@ -257,6 +277,9 @@ class Answers:
         self.failures += other.failures
         self.failed += other.failed
         self.unreadable += other.unreadable
+
+
+ANSWERS_JSON = ShardCodec(".json", Answers.to_json, Answers.from_json)  # a kept shard of pite-eval
 
 
 class _Run:
@@ -453,8 +476,8 @@ def run_evaluation(
     if work_dir is not None:
         store = ShardStore(work_dir, {**options.settings(), "sources": [str(s) for s in sources],
                                       "examples": len(jobs), "engine": engine.name,
-                                      "weights_sha256": (meta or {}).get("weights_sha256")})
-    done = {index: store.load(index) for index, _, _ in shards if store is not None and store.done(index)}
+                                      "weights_sha256": (meta or {}).get("weights_sha256")}, ANSWERS_JSON)
+    done = {} if store is None else store.kept(index for index, _, _ in shards)
     pending = [shard for shard in shards if shard[0] not in done]
     parallel = scale.use_ray or scale.workers > 1
     if parallel and load is None:
@@ -506,7 +529,8 @@ def run_evaluation(
         },
         "failed": {"count": run.total.failed, "first": run.total.failures[:_KEEP_FAILURES]},
         "scale": {"workers": scale.workers, "ray": scale.use_ray, "shards": len(shards),
-                  "shards_reused": len(shards) - len(pending)},
+                  "shards_reused": len(shards) - len(pending),
+                  "shards_unreadable": 0 if store is None else store.unreadable},
         "seconds": {"total": round(time.perf_counter() - began, 3), "answering": round(answered, 3),
                     "per_example": round(answered / len(jobs), 4) if jobs else None},
     }

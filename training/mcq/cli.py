@@ -101,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.output} in {time.perf_counter() - began:.1f} s"
     )
     if pairs:
-        print(f"embedded {embedder.embedded} texts ({embedder.reused} more kept by an earlier unfinished run)")
+        unreadable = f"; {embedder.unreadable} kept shard files unreadable" if embedder.unreadable else ""
+        print(f"embedded {embedder.embedded} texts ({embedder.reused} more kept by an earlier unfinished "
+              f"run{unreadable})")
     print(report.summary())
     return 0 if records else 1
 

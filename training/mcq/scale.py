@@ -5,13 +5,15 @@ worker processes or on Ray (``training.workpool``), kept for a rerun.
 that order into shards of whole batches: every batch is the one a single ``MiniLMEmbedder.embed``
 call forms, so the vectors (with the same threads per process) and hence the questions written
 are those of one process, however many workers there are. With a ``work_dir`` each finished
-shard's vectors are kept under ``<work_dir>/<digest of the texts>/`` and a rerun embeds only
-the shards it had not finished. The neighbour search and the draws stay in one process: they
-are a matrix product and a loop, seconds for 10^5 questions.
+shard's vectors are kept under ``<work_dir>/<digest of the texts>/`` (``.npy``, no pickle) and a
+rerun embeds only the shards it had not finished (or whose kept file does not read). The
+neighbour search and the draws stay in one process: they are a matrix product and a loop,
+seconds for 10^5 questions.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training.mcq.embedder import MiniLMEmbedder
-from training.workpool import Scale, ShardStore, run_tasks
+from training.workpool import NPY, Scale, ShardStore, run_tasks
 
 SHARD_SIZE = 1024  # texts per unit of work (rounded up to whole batches)
 
@@ -42,6 +44,12 @@ def _embed_shard(embedder: MiniLMEmbedder, shard: tuple[int, list[str]]) -> np.n
     return embedder.embed(shard[1])
 
 
+def _check_vectors(rows: list[int], index: int, vectors: np.ndarray) -> None:
+    """Refuse kept vectors that are not float32 rows, one per text of shard ``index``."""
+    if vectors.dtype != np.float32 or vectors.ndim != 2 or len(vectors) != rows[index]:
+        raise ValueError(f"{vectors.dtype} array of shape {vectors.shape}, not float32 vectors of {rows[index]} texts")
+
+
 def _crashed(shard: tuple[int, list[str]]) -> np.ndarray:
     raise EmbeddingWorkerDied(f"the worker process died every time it embedded shard {shard[0]} "
                               f"({len(shard[1])} texts); a rerun resumes from the finished shards")
@@ -60,6 +68,7 @@ class ShardedEmbedder:
         self.progress = progress
         self.embedded = 0  # texts embedded by this run
         self.reused = 0  # texts whose vectors an earlier, unfinished run had kept
+        self.unreadable = 0  # kept shard files that did not read (embedded again)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -71,8 +80,11 @@ class ShardedEmbedder:
             digest = hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()[:16]
             model_path, batch_size, device, _ = self.setup_args
             store = ShardStore(self.work_dir / digest, {"model": model_path, "batch_size": batch_size,
-                                                        "device": device, "shard_size": size, "texts": len(texts)})
-        vectors = {index: store.load(index) for index, _ in shards if store is not None and store.done(index)}
+                                                        "device": device, "shard_size": size, "texts": len(texts)}, NPY)
+        vectors = {}
+        if store is not None:
+            vectors = store.kept(range(len(shards)), functools.partial(_check_vectors, [len(b) for _, b in shards]))
+            self.unreadable += store.unreadable
         pending = [shard for shard in shards if shard[0] not in vectors]
         done_texts = sum(len(batch) for index, batch in shards if index in vectors)
         self.reused += done_texts
