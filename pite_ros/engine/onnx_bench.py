@@ -93,15 +93,16 @@ def build_random_checkpoint(preset: str, directory: Path) -> Path:
     import torch
 
     from pite_ros.engine.onnx_parity import QUESTIONS
-    from pite_ros.model import build_model, build_tokenizer, load_config
+    from pite_ros.model import PiteProcessor, build_model, build_tokenizer, load_config, save_model_and_processor
 
     config = load_config(preset)
     words = sorted({word.strip("?.") for question in QUESTIONS for word in question.split()} | {".", ",", "?"})
     base = len(build_tokenizer(words, config.num_time_bins))
     filler = [f"w{index}" for index in range(max(0, config.text_config.vocab_size - base))]
     torch.manual_seed(0)
-    model = build_model(config, build_tokenizer(words + filler, config.num_time_bins))
-    model.save_pretrained(directory)
+    tokenizer = build_tokenizer(words + filler, config.num_time_bins)
+    model = build_model(config, tokenizer)
+    save_model_and_processor(directory, model, PiteProcessor(tokenizer, model.config))
     return directory
 
 
@@ -166,7 +167,7 @@ def measure_engine(kind: str, path: str, settings: BenchSettings) -> dict[str, A
         from pite_ros.engine.torch_engine import TorchEngine
 
         engine = TorchEngine(path, num_threads=settings.threads)
-        backend = TorchBackend(engine.model)
+        backend = TorchBackend(engine.model, engine.processor)
     else:
         from pite_ros.engine.onnx_engine import OnnxEngine
 
