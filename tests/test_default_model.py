@@ -146,7 +146,7 @@ class TimeReversed:
 
     def __init__(self, engine) -> None:
         self.engine, self.name, self.num_frames = engine, engine.name, engine.num_frames
-        self.model = engine.model  # the teacher-forced score reads the model itself
+        self.model, self.processor = engine.model, engine.processor  # the teacher-forced score reads the model itself
 
     def answer_batch(self, clips, questions, durations, **kwargs):
         return self.engine.answer_batch([clip[::-1].copy() for clip in clips], questions, durations, **kwargs)

@@ -56,11 +56,11 @@ class HfGenerateRunner:
     """Answers a probe with ``causal_lm().generate(inputs_embeds=...)`` (see the module doc);
     ``times`` collects ``encode``, ``prefill`` and ``decode`` milliseconds per call."""
 
-    def __init__(self, model: PiteForConditionalGeneration) -> None:
-        self.model, self.config, self.tokenizer = model, model.config, model.tokenizer
-        self.backend = TorchBackend(model)
-        self.processor = PiteProcessor(model.tokenizer, model.config)
-        self.stops = [int(token) for token in stop_token_ids(model.config, model.tokenizer)]
+    def __init__(self, model: PiteForConditionalGeneration, processor: PiteProcessor) -> None:
+        self.model, self.config, self.tokenizer = model, model.config, processor.tokenizer
+        self.backend = TorchBackend(model, processor)
+        self.processor = processor
+        self.stops = [int(token) for token in stop_token_ids(model.config, processor.tokenizer)]
         self.times: dict[str, list[float]] = {"encode": [], "prefill": [], "decode": []}
 
     @torch.no_grad()

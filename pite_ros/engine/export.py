@@ -43,7 +43,9 @@ from pite_ros.engine.onnx_manifest import MANIFEST_NAME, sha256_file, write_mani
 from pite_ros.engine.onnx_parity import Tolerances, agreement, check_parity
 from pite_ros.engine.onnx_providers import CPU, session_options
 from pite_ros.model.checkpoint import WEIGHTS_NAME
+from pite_ros.model.model_dir import load_model_and_processor
 from pite_ros.model.modeling import PiteForConditionalGeneration
+from pite_ros.model.processor import PiteProcessor
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ def export_onnx(
     and ``held_out`` other clips the variants' agreement, answers up to ``max_new_tokens``."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     clock = time.perf_counter()
-    model = PiteForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)
+    model, processor = load_model_and_processor(checkpoint, dtype=torch.float32)
     model.set_attn_implementation(EXPORT_ATTENTION)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # a failed export must not stay loadable
@@ -102,7 +104,7 @@ def export_onnx(
     specs = export_graphs(model, out_dir, opset)
     np.save(out_dir / "embeddings.npy", model.causal_lm().get_input_embeddings().weight.detach().numpy())
     model.config.save_pretrained(out_dir)
-    saved = [Path(name) for name in model.tokenizer.save_pretrained(out_dir)]
+    saved = processor.save_pretrained(out_dir)
     tokenizer_files = sorted(path.name for path in saved if path.is_file())
     seconds["export"] = time.perf_counter() - clock
     num_layers, heads, head_dim = kv_shape(model)
@@ -125,8 +127,8 @@ def export_onnx(
     }
 
     clock = time.perf_counter()
-    backend = OrtBackend(out_dir, manifest, model.config, model.tokenizer, [CPU], session_options())
-    parity = check_parity(model, backend, tolerances, probes, max_new_tokens=max_new_tokens)
+    backend = OrtBackend(out_dir, manifest, model.config, processor.tokenizer, [CPU], session_options())
+    parity = check_parity(model, processor, backend, tolerances, probes, max_new_tokens=max_new_tokens)
     seconds["parity"] = time.perf_counter() - clock
     (out_dir / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
     if not parity["passed"]:
@@ -138,7 +140,7 @@ def export_onnx(
     write_manifest(out_dir, {**manifest, "parity": parity})
     for name in requested:
         clock = time.perf_counter()
-        directory, report = _write_variant(model, out_dir, manifest, name, held_out, max_new_tokens)
+        directory, report = _write_variant(model, processor, out_dir, manifest, name, held_out, max_new_tokens)
         result.variants[name], result.agreement[name] = directory, report
         result.seconds[name] = time.perf_counter() - clock
         if report.get("token_agreement", 1.0) < min_agreement:
@@ -148,7 +150,13 @@ def export_onnx(
 
 
 def _write_variant(
-    model: PiteForConditionalGeneration, out_dir: Path, manifest: dict, name: str, held_out: int, max_new_tokens: int
+    model: PiteForConditionalGeneration,
+    processor: PiteProcessor,
+    out_dir: Path,
+    manifest: dict,
+    name: str,
+    held_out: int,
+    max_new_tokens: int,
 ) -> tuple[Path, dict]:
     """``out_dir/<name>``: the reduced vision and decoder graphs, links to the rest, its agreement report."""
     directory = out_dir / name
@@ -163,11 +171,11 @@ def _write_variant(
             _link_or_copy(source, directory / source.name)
     variant = {**manifest, "variant": name, "variants": {}, "reduction": REDUCTIONS[name]}
     try:
-        backend = OrtBackend(directory, variant, model.config, model.tokenizer, [CPU], session_options())
+        backend = OrtBackend(directory, variant, model.config, processor.tokenizer, [CPU], session_options())
     except EngineError as error:  # e.g. a CPU build without some fp16 kernel: report, keep the files
         report = {"measured": False, "reason": f"cannot run on {CPU}: {error}"}
     else:
-        report = {"measured": True, "providers": [CPU], **agreement(model, backend, held_out, max_new_tokens)}
+        report = {"measured": True, "providers": [CPU], **agreement(model, processor, backend, held_out, max_new_tokens)}
         if report["token_agreement"] < AGREEMENT_GOAL:
             log.warning("%s: greedy-token agreement with torch %.1f%% is below the %.0f%% goal",
                         directory, 100 * report["token_agreement"], 100 * AGREEMENT_GOAL)

@@ -132,15 +132,16 @@ def build_random_checkpoint(preset: str, directory: Path) -> Path:
     import torch
 
     from pite_ros.engine.onnx_parity import QUESTIONS
-    from pite_ros.model import build_model, build_tokenizer, load_config
+    from pite_ros.model import PiteProcessor, build_model, build_tokenizer, load_config, save_model_and_processor
 
     config = load_config(preset)
     words = sorted({word.strip("?.") for question in QUESTIONS for word in question.split()} | {".", ",", "?"})
     base = len(build_tokenizer(words, config.num_time_bins))
     filler = [f"w{index}" for index in range(max(0, config.text_config.vocab_size - base))]
     torch.manual_seed(0)
-    model = build_model(config, build_tokenizer(words + filler, config.num_time_bins))
-    model.save_pretrained(directory)
+    tokenizer = build_tokenizer(words + filler, config.num_time_bins)
+    model = build_model(config, tokenizer)
+    save_model_and_processor(directory, model, PiteProcessor(tokenizer, model.config))
     return directory
 
 
@@ -219,10 +220,12 @@ def make_runner(kind: str, path: str, settings: BenchSettings, phrase_fn):
 
     if kind.startswith("onnx"):
         return LoopRunner(OnnxEngine(path, providers=["cpu"], num_threads=settings.threads).backend, phrase_fn)
-    model = TorchEngine(path, num_threads=settings.threads).model
+    engine = TorchEngine(path, num_threads=settings.threads)
+    model, processor = engine.model, engine.processor
     if kind == "hf-generate":
-        return bench_peers.HfGenerateRunner(model)
-    return LoopRunner(TorchBackend(bench_peers.compile_model(model) if kind == "torch-compile" else model), phrase_fn)
+        return bench_peers.HfGenerateRunner(model, processor)
+    model = bench_peers.compile_model(model) if kind == "torch-compile" else model
+    return LoopRunner(TorchBackend(model, processor), phrase_fn)
 
 
 def measure_engine(kind: str, path: str, settings: BenchSettings) -> dict[str, Any]:

@@ -102,11 +102,14 @@ def no_phrases(text: str) -> list[tuple[int, int]]:
 
 @torch.no_grad()
 def decoder_parity(
-    model: PiteForConditionalGeneration, backend: OrtBackend, batch: list[Probe], decode_steps: int
+    model: PiteForConditionalGeneration,
+    processor: PiteProcessor,
+    backend: OrtBackend,
+    batch: list[Probe],
+    decode_steps: int,
 ) -> dict:
     """``{"max_abs_diff": {...}, "reference_max_abs": {...}, "positions": n}`` for visual tokens,
     logits, traj, hidden and projector over a left-padded batch: prefill + ``decode_steps``."""
-    processor = PiteProcessor(model.tokenizer, model.config)
     pixels = processor.pixel_batch([probe.frames for probe in batch])
     prompts = processor.prompt_batch([probe.question for probe in batch], [len(probe.frames) for probe in batch])
     diffs: dict[str, float] = {}
@@ -155,6 +158,7 @@ def decoder_parity(
 
 def check_parity(
     model: PiteForConditionalGeneration,
+    processor: PiteProcessor,
     backend: OrtBackend,
     tolerances: Tolerances = Tolerances(),
     count: int = 3,
@@ -163,14 +167,14 @@ def check_parity(
 ) -> dict:
     """The parity report of an fp32 export (``passed``, ``failures``, differences, greedy tokens)."""
     batch = probes(model.config, count)
-    report = decoder_parity(model, backend, batch, decode_steps)
+    report = decoder_parity(model, processor, backend, batch, decode_steps)
     limits = asdict(tolerances)
     failures = [
         f"{name}: max abs diff {diff:.3g} > {limits[name] * max(1.0, report['reference_max_abs'][name]):.3g}"
         for name, diff in report["max_abs_diff"].items()
         if not diff <= limits[name] * max(1.0, report["reference_max_abs"][name])  # NaN fails too
     ]
-    torch_backend = TorchBackend(model)
+    torch_backend = TorchBackend(model, processor)
     identical = 0
     for index, probe in enumerate(batch):
         expected, found = (
@@ -197,11 +201,15 @@ def teacher_forced(backend: GreedyBackend, probe: Probe, tokens: list[int]) -> n
 
 
 def agreement(
-    model: PiteForConditionalGeneration, backend: GreedyBackend, count: int = 6, max_new_tokens: int = 16
+    model: PiteForConditionalGeneration,
+    processor: PiteProcessor,
+    backend: GreedyBackend,
+    count: int = 6,
+    max_new_tokens: int = 16,
 ) -> dict:
     """Greedy-token agreement of ``backend`` with torch on held-out probes (see the module doc)."""
-    torch_backend = TorchBackend(model)
-    eos = model.tokenizer.eos_token_id
+    torch_backend = TorchBackend(model, processor)
+    eos = processor.tokenizer.eos_token_id
     matches = total = identical = 0
     logits_diff = 0.0
     batch = probes(model.config, count, HELD_OUT_SEED)

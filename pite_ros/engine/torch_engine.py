@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pite_ros.engine.base import EngineError, TokenCallback
-from pite_ros.model import CheckpointError, PiteForConditionalGeneration
+from pite_ros.model import CheckpointError, load_model_and_processor
 from pite_ros.model.torch_generation import answer_with_model, answers_with_model
 from pite_ros.types import AnswerResult
 
@@ -50,7 +50,8 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype | None:
 
 
 class TorchEngine:
-    """Loads a checkpoint directory (HF layout, safetensors) and answers with ``answer_with_model``."""
+    """Loads a checkpoint directory (HF layout, safetensors: the model and its processor) and
+    answers with ``answer_with_model``."""
 
     def __init__(
         self, model_dir: str | Path, *, device: str = "cpu", dtype: str = "float32", num_threads: int = 0
@@ -59,7 +60,7 @@ class TorchEngine:
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         try:
-            self.model = PiteForConditionalGeneration.from_pretrained(model_dir, device_map=torch_device, dtype=torch_dtype)
+            self.model, self.processor = load_model_and_processor(model_dir, device=torch_device, dtype=torch_dtype)
         except (CheckpointError, OSError, ValueError) as error:
             raise EngineError(f"cannot load the torch model from {model_dir}: {error}") from error
         self.name = Path(model_dir).resolve().name
@@ -75,7 +76,7 @@ class TorchEngine:
         on_token: TokenCallback | None = None,
     ) -> AnswerResult:
         with torch.inference_mode():
-            return answer_with_model(self.model, frames, question, duration, max_new_tokens=max_new_tokens,
+            return answer_with_model(self.model, self.processor, frames, question, duration, max_new_tokens=max_new_tokens,
                                      on_token=on_token)
 
     def answer_batch(
@@ -88,7 +89,7 @@ class TorchEngine:
     ) -> list[AnswerResult]:
         """Answers for several clips in one left-padded greedy loop (``answers_with_model``)."""
         with torch.inference_mode():
-            return answers_with_model(self.model, clips, questions, durations, max_new_tokens=max_new_tokens)
+            return answers_with_model(self.model, self.processor, clips, questions, durations, max_new_tokens=max_new_tokens)
 
     def close(self) -> None:
         del self.model

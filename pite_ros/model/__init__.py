@@ -8,7 +8,8 @@ pixels), ``splice`` (visual tokens into text, targets), ``processor`` (collate),
 ``losses``, ``stages`` (what trains when, each stage's loss terms), ``checkpoint``
 (HF-layout I/O), ``generation`` (the greedy loop, NumPy only) and ``torch_generation`` (it on
 the torch model), ``describe`` (parameter counts), ``temporal`` (time tokens),
-``time_embeddings`` (the added tokens' embedding rows).
+``time_embeddings`` (the added tokens' embedding rows), ``files`` (a model directory's files),
+``model_dir`` (a model and its processor loaded and saved together).
 
 Imports go one way (config < parts < modeling < stages), without a circle. Names below are
 imported lazily, so ``pite_ros.model.temporal`` stays light (no torch), and the ONNX runtime's
@@ -48,7 +49,9 @@ _EXPORTS = {
     "setup_stage": "stages",
     "stage_loss_terms": "stages",
     "trainable_groups": "stages",
-    "CheckpointError": "checkpoint",
+    "CheckpointError": "files",
+    "load_model_and_processor": "model_dir",
+    "save_model_and_processor": "model_dir",
     "preprocess_frames": "preprocess",
     "count_parameters": "describe",
 }

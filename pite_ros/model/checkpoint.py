@@ -1,8 +1,8 @@
 """Checkpoint directories in Hugging Face layout, safetensors only.
 
-A checkpoint is ``config.json`` + ``model.safetensors`` + the tokenizer's files
-(``tokenizer.json``, ``tokenizer_config.json``). Weights are saved with the current stage's
-LoRA (and temporal-token rows) MERGED, so every checkpoint is a plain model: loading needs no
+A checkpoint is ``config.json`` + ``model.safetensors`` (the tokenizer's files beside them are
+the processor's, ``PiteProcessor``; the layout: ``pite_ros.model.files``). Weights are saved
+with the current stage's LoRA (and temporal-token rows) MERGED, so every checkpoint is a plain model: loading needs no
 peft, the next stage starts from it (``setup_stage`` adds a fresh LoRA), and ONNX export sees
 ordinary Linear layers. Nothing is unpickled (``safetensors`` only, no ``trust_remote_code``);
 every problem is a ``CheckpointError`` naming the file and, for weights, the tensor.
@@ -20,22 +20,14 @@ from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 from safetensors import safe_open
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedModel
 
-from pite_ros.model.config import ConfigError, load_config
-from pite_ros.model.tokenizer import check_tokenizer
+from pite_ros.model.files import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, read_config, require_files
 
 # Any PiTe model class: the loader builds ``cls(config)`` and returns it, typed as given.
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-TOKENIZER_NAME = "tokenizer.json"
 _PEFT_PARTS = (("language_model.base_model.model.", "language_model."), (".base_layer", ""), (".token_adapter", ""))
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be loaded or saved; the message names the file (and tensor)."""
 
 
 @torch.no_grad()
@@ -87,28 +79,15 @@ def load_model_dir(
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
 ) -> ModelT:
-    """The model of class ``cls`` saved in ``directory``, tokenizer attached, in eval mode."""
+    """The model of class ``cls`` saved in ``directory`` (its config and weights), in eval mode."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: checkpoint directory does not exist")
-    for name in (CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME):
-        if not (directory / name).is_file():
-            raise CheckpointError(f"{directory / name}: missing from the checkpoint")
-    try:
-        config = load_config(directory)
-    except ConfigError as error:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: {error}") from error
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
-        check_tokenizer(config, tokenizer)
-    except Exception as error:  # tokenizers raises plain Exceptions on corrupt JSON
-        raise CheckpointError(f"{directory / TOKENIZER_NAME}: cannot use the tokenizer: {error}") from error
+    require_files(directory, (CONFIG_NAME, WEIGHTS_NAME))
+    config = read_config(directory)
     with init_empty_weights(include_buffers=False):
         model = cls(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tensors = _read_weights(directory / WEIGHTS_NAME, expected, getattr(cls, "checkpoint_key_renames", {}))
     model.load_state_dict(tensors, strict=True, assign=True)
-    model.tokenizer = tokenizer
     return model.to(device=device, dtype=dtype).eval()
 
 

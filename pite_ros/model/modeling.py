@@ -88,8 +88,8 @@ class PitePreTrainedModel(PreTrainedModel):
 
 class PiteForConditionalGeneration(PitePreTrainedModel):
     """The PiTe model: ``visual_encoder``, ``language_model``, ``coordinate_head`` and, with
-    ``config.visibility_head``, ``vis_projector``. ``tokenizer`` (optional attribute) is saved
-    and loaded with the weights; ``build_model`` attaches it. Answers:
+    ``config.visibility_head``, ``vis_projector``. The tokenizer is the processor's
+    (``PiteProcessor``; ``pite_ros.model.model_dir`` loads and saves the two together). Answers:
     ``pite_ros.model.torch_generation.answer_with_model``."""
 
     # Tensor names of checkpoints saved before the encoder and heads were submodules -> today's.
@@ -107,7 +107,6 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         self.coordinate_head = build_coordinate_head(config)
         if config.visibility_head:
             self.vis_projector = self.new_visibility_head()
-        self.tokenizer: PreTrainedTokenizerBase | None = None
         self.post_init()
 
     # -- pieces ---------------------------------------------------------------------------
@@ -369,15 +368,13 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
         """Hugging Face's ``save_pretrained`` (same arguments; ``state_dict``, e.g. gathered from
         FSDP shards, is saved instead of the live weights), writing a plain model: every LoRA
         merged and peft's names folded (``checkpoint.plain_state_dict``), so a checkpoint loads
-        without peft; and the attached tokenizer's files beside it. The tensors keep this model's
-        own names (``save_original_format`` defaults to False here: transformers would otherwise
+        without peft (the tokenizer's files are the processor's to write). The tensors keep this
+        model's own names (``save_original_format`` defaults to False here: transformers would otherwise
         write some towers' tensors, e.g. VideoMAE's, under their legacy names, which ``from_pretrained``
         here does not read)."""
         kwargs.setdefault("save_original_format", False)
         super().save_pretrained(save_directory, is_main_process=is_main_process,
                                 state_dict=plain_state_dict(self, state_dict), **kwargs)
-        if is_main_process and self.tokenizer is not None:
-            self.tokenizer.save_pretrained(save_directory)
 
     @classmethod
     def from_pretrained(
@@ -399,10 +396,10 @@ class PiteForConditionalGeneration(PitePreTrainedModel):
 
 
 def build_model(config: PiteConfig, tokenizer: PreTrainedTokenizerBase) -> PiteForConditionalGeneration:
-    """A newly initialised model for ``config`` with ``tokenizer``'s ids bound and it attached
-    (the temporal-token rows ordinal when ``config.time_token_init`` says so)."""
+    """A newly initialised model for ``config`` with ``tokenizer``'s ids bound into it (the
+    temporal-token rows ordinal when ``config.time_token_init`` says so); its processor is
+    ``PiteProcessor(tokenizer, model.config)``."""
     model = PiteForConditionalGeneration(bind_tokenizer(config, tokenizer))
     if config.time_token_init == "ordinal":
         init_time_token_rows(model.causal_lm(), config.time_token_ids())
-    model.tokenizer = tokenizer
     return model

@@ -40,6 +40,7 @@ from safetensors import safe_open
 
 from pite_ros.model.modeling import PiteForConditionalGeneration
 from pite_ros.model.pretrained import InitError, init_from_pretrained
+from pite_ros.model.processor import PiteProcessor
 
 VISION_ADAPTER = "vision_adapter.bin"
 NON_LORA = "non_lora_trainables.bin"
@@ -183,14 +184,15 @@ def to_our_trajectory_layout(model: PiteForConditionalGeneration) -> None:
 
 def import_pite(
     vicuna: str, clip: str, stage_dirs: Sequence[str | Path], *, dtype: torch.dtype = torch.bfloat16
-) -> tuple[PiteForConditionalGeneration, str]:
-    """The authors' model as ours (tokenizer attached) and a report of what was merged."""
+) -> tuple[PiteForConditionalGeneration, PiteProcessor, str]:
+    """The authors' model as ours, its processor (Vicuna's tokenizer with the PiTe tokens) and a
+    report of what was merged."""
     stage_dirs = [Path(directory) for directory in stage_dirs]
     for number, directory in enumerate(stage_dirs, 1):
         if not directory.is_dir():
             raise InitError(f"--stage{number} {directory}: no such folder")
-    model = init_from_pretrained(clip, vicuna, preset="pite-7b", dtype=dtype, feature="projected",
-                                 prompt_format="vicuna_v1", options=("--clip", "--vicuna"))
+    model, processor = init_from_pretrained(clip, vicuna, preset="pite-7b", dtype=dtype, feature="projected",
+                                            prompt_format="vicuna_v1", options=("--clip", "--vicuna"))
     config = model.config
     if (config.num_points, config.num_frames, config.adapter_type, config.projector_type) != \
             (AUTHORS_POINTS, AUTHORS_FRAMES, "linear", "linear"):
@@ -201,4 +203,4 @@ def import_pite(
     lines += [merge_stage(state, directory) for directory in stage_dirs]
     to_our_trajectory_layout(model)
     config.stage = 3
-    return model, "\n".join(lines)
+    return model, processor, "\n".join(lines)

@@ -41,6 +41,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from pite_ros.hub import weights_source, where
 from pite_ros.model.config import PRESETS_DIR, ConfigError, PiteConfig, load_config
 from pite_ros.model.modeling import PiteForConditionalGeneration
+from pite_ros.model.processor import PiteProcessor
 from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT
 from pite_ros.model.time_embeddings import fit_embeddings, init_time_token_rows
 from pite_ros.model.tokenizer import bind_tokenizer, extend_tokenizer
@@ -219,9 +220,10 @@ def init_from_pretrained(
     system_prompt: str | None = None,
     dry_run: bool = False,
     options: tuple[str, str] = ("--vision", "--llm"),
-) -> PiteForConditionalGeneration | PiteConfig:
-    """The PiTe model (tokenizer attached) with ``vision``'s tower and ``llm``'s weights; with
-    ``dry_run`` only its config (nothing but configs and the tokenizer is read)."""
+) -> tuple[PiteForConditionalGeneration, PiteProcessor] | PiteConfig:
+    """The PiTe model with ``vision``'s tower and ``llm``'s weights, and its processor (the LLM's
+    tokenizer with the PiTe tokens); with ``dry_run`` only the config (nothing but configs and
+    the tokenizer is read)."""
     values = preset_parts(preset)
     values["vision_feature"] = feature = feature or values.get("vision_feature", "pooled")
     parts = load_parts(vision, llm, feature=feature, dtype=dtype, dry_run=dry_run, options=options)
@@ -236,9 +238,8 @@ def init_from_pretrained(
     _materialise_pite_heads(model, dtype)
     if config.time_token_init == "ordinal":
         init_time_token_rows(model.causal_lm(), config.time_token_ids())
-    model.tokenizer = parts.tokenizer
     model.requires_grad_(False)
-    return model.eval()
+    return model.eval(), PiteProcessor(parts.tokenizer, config)
 
 
 def _materialise_pite_heads(model: PiteForConditionalGeneration, dtype: torch.dtype) -> None:

@@ -7,21 +7,28 @@ two-stream encoding a still image (one frame, stage 1) is repeated to the K·fra
 frames the encoder needs: a clip in which nothing moves. Span targets become per-token
 targets: an answer token carries a span's target when its character offsets overlap the span;
 when a token overlaps several spans the first (in the example's order) wins.
+
+The processor owns the tokenizer, as Hugging Face's Llava processor does: ``from_pretrained``
+reads it from a model directory and checks it against the config (the PiTe token ids the
+model was bound to), ``save_pretrained`` writes its files beside the model's.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pite_ros.model.config import PiteConfig
+from pite_ros.model.files import CONFIG_NAME, TOKENIZER_NAME, CheckpointError, read_config, require_files
 from pite_ros.model.preprocess import preprocess_frames
 from pite_ros.model.prompt import encode_answer, encode_prompt
 from pite_ros.model.splice import SpliceItem, as_tensors, splice_batch, splice_shared
+from pite_ros.model.tokenizer import check_tokenizer
 from pite_ros.types import Example
 
 if TYPE_CHECKING:
@@ -40,6 +47,27 @@ class PiteProcessor:
         self.tokenizer = tokenizer
         self.config = config
         self.two_stream = config.two_stream_config() if config.visual_encoding == "two_stream" else None
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, config: PiteConfig | None = None) -> PiteProcessor:
+        """The processor of a model directory: its tokenizer (local files, no remote code) with
+        ``config`` (default: the directory's ``config.json``), refused unless the tokenizer has
+        the ids bound in the config (``check_tokenizer``). Problems are ``CheckpointError``s
+        naming the file."""
+        directory = Path(directory)
+        require_files(directory, (TOKENIZER_NAME,) if config is not None else (CONFIG_NAME, TOKENIZER_NAME))
+        config = read_config(directory) if config is None else config
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+            check_tokenizer(config, tokenizer)
+        except Exception as error:  # tokenizers raises plain Exceptions on corrupt JSON
+            raise CheckpointError(f"{directory / TOKENIZER_NAME}: cannot use the tokenizer: {error}") from error
+        return cls(tokenizer, config)
+
+    def save_pretrained(self, save_directory: str | Path) -> list[Path]:
+        """Write the tokenizer's files (``tokenizer.json``, ``tokenizer_config.json``) into
+        ``save_directory``, beside the model's ``config.json``; the paths written."""
+        return [Path(name) for name in self.tokenizer.save_pretrained(save_directory)]
 
     def num_visual_tokens(self, num_frames: int) -> int:
         """Visual tokens a clip of ``num_frames`` frames becomes: ``tokens_per_frame`` per frame

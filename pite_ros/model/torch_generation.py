@@ -1,7 +1,8 @@
 """The greedy loop (``pite_ros.model.generation``) on the PyTorch model: ``TorchBackend``
 wraps the model's cut points (``encode_clip``, ``merge_visual``, ``decoder_step`` with a
-``transformers`` ``DynamicCache``, ``project``, ``visibility``); ``answer_with_model`` (one
-clip) and ``answers_with_model`` (several, batched) answer with it.
+``transformers`` ``DynamicCache``, ``project``, ``visibility``) and takes the tokenizer from
+the model's ``PiteProcessor``; ``answer_with_model`` (one clip) and ``answers_with_model``
+(several, batched) answer with it.
 
 The model is typed by the ``GeneratingModel`` protocol (what the backend calls), not by its
 class, so this module and ``pite_ros.model.modeling`` do not import each other.
@@ -15,11 +16,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache
 
 from pite_ros.model.config import PiteConfig
 from pite_ros.model.generation import PhraseFn, Step, generate
+from pite_ros.model.processor import PiteProcessor
 from pite_ros.types import AnswerResult, TokenCallback
 
 
@@ -27,7 +28,6 @@ class GeneratingModel(Protocol):
     """What ``TorchBackend`` needs of a model (``PiteForConditionalGeneration`` has it)."""
 
     config: PiteConfig
-    tokenizer: PreTrainedTokenizerBase | None
     coordinate_head: nn.Module
     training: bool
 
@@ -47,14 +47,13 @@ class GeneratingModel(Protocol):
 
 
 class TorchBackend:
-    """``GreedyBackend`` over the PyTorch model (its device and dtype; no gradients)."""
+    """``GreedyBackend`` over the PyTorch model (its device and dtype; no gradients) and the
+    tokenizer of its ``processor``."""
 
-    def __init__(self, model: GeneratingModel) -> None:
-        if model.tokenizer is None:
-            raise ValueError("the model has no tokenizer attached (load a checkpoint or use build_model)")
+    def __init__(self, model: GeneratingModel, processor: PiteProcessor) -> None:
         self.model = model
         self.config = model.config
-        self.tokenizer = model.tokenizer
+        self.tokenizer = processor.tokenizer
         self.device = next(model.parameters()).device
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
@@ -96,6 +95,7 @@ class TorchBackend:
 
 def answer_with_model(
     model: GeneratingModel,
+    processor: PiteProcessor,
     frames: np.ndarray,
     question: str,
     duration: float,
@@ -110,13 +110,14 @@ def answer_with_model(
     ``phrase_fn(text) -> [(start, end)]`` finds the noun phrases (default
     ``pite_ros.text.noun_phrases``). See ``pite_ros.model.generation``.
     """
-    return answers_with_model(model, [frames], [question], [duration], max_new_tokens=max_new_tokens,
+    return answers_with_model(model, processor, [frames], [question], [duration], max_new_tokens=max_new_tokens,
                               on_token=on_token, phrase_fn=phrase_fn)[0]
 
 
 @torch.no_grad()
 def answers_with_model(
     model: GeneratingModel,
+    processor: PiteProcessor,
     clips: Sequence[np.ndarray],
     questions: Sequence[str],
     durations: Sequence[float],
@@ -127,7 +128,7 @@ def answers_with_model(
 ) -> list[AnswerResult]:
     """One ``AnswerResult`` per clip from the PyTorch model, in one left-padded greedy loop with one
     KV cache (``generate`` with ``TorchBackend``); ``on_token`` works with a single clip only."""
-    backend = TorchBackend(model)
+    backend = TorchBackend(model, processor)
     training = model.training
     model.eval()  # no LoRA dropout while answering
     try:

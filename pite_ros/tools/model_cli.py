@@ -17,6 +17,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from pite_ros.model.config import ConfigError, load_config
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from pite_ros.model.checkpoint import CheckpointError
+    from pite_ros.model.model_dir import save_model_and_processor
 
     hf_logging.set_verbosity_error()  # its per-file load reports and progress bars are not this command's output
     hf_logging.disable_progress_bar()
@@ -105,15 +107,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.dry_run:
                 print(describe(made))
                 return 0
-            write_folder(Path(args.out), args.force, made.save_pretrained)
-            print(f"pite-model: wrote {args.out}\n{describe(made.config)}")
+            model, processor = made
+            write_folder(Path(args.out), args.force, partial(save_model_and_processor, model=model, processor=processor))
+            print(f"pite-model: wrote {args.out}\n{describe(model.config)}")
         else:
             from pite_ros.model.pite_import import import_pite
             from pite_ros.model.pretrained import parse_dtype
 
-            model, report = import_pite(args.vicuna, args.clip, [args.stage1, args.stage2, args.stage3],
-                                        dtype=parse_dtype(args.dtype))
-            write_folder(Path(args.out), args.force, model.save_pretrained)
+            model, processor, report = import_pite(args.vicuna, args.clip, [args.stage1, args.stage2, args.stage3],
+                                                   dtype=parse_dtype(args.dtype))
+            write_folder(Path(args.out), args.force, partial(save_model_and_processor, model=model, processor=processor))
             print(f"pite-model: wrote {args.out}\n{report}")
     except (ConfigError, CheckpointError) as error:
         print(f"pite-model: {error}", file=sys.stderr)

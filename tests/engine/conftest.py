@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from pite_ros.engine.export import ExportResult, export_onnx
-from pite_ros.model import PiteProcessor, build_model, build_tokenizer, load_config, setup_stage
+from pite_ros.model import (
+    PiteProcessor,
+    build_model,
+    build_tokenizer,
+    load_config,
+    save_model_and_processor,
+    setup_stage,
+)
 from pite_ros.types import Example, SpanTrajectory
 
 ANSWER = "from <30> to <60>, a red circle moves left."
@@ -35,16 +42,18 @@ def checkpoint(request, tmp_path_factory, memorised_example):
     config.frame_patch_pool = 2 if request.param == "soft_argmax" else 0
     config.stage_trainable = {"3": ["vision_tower", "adapter", "llm", "embeddings", "traj_projector"]}
     torch.manual_seed(0)
-    model = build_model(config, build_tokenizer(WORDS, 300))
+    tokenizer = build_tokenizer(WORDS, 300)
+    model = build_model(config, tokenizer)
     setup_stage(model, 3)
-    batch = PiteProcessor(model.tokenizer, model.config)([memorised_example])
+    processor = PiteProcessor(tokenizer, model.config)
+    batch = processor([memorised_example])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
     for _ in range(60):
         model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     directory = tmp_path_factory.mktemp("ckpt") / "memorised"
-    model.save_pretrained(directory)
+    save_model_and_processor(directory, model, processor)
     return directory
 
 
@@ -59,3 +68,8 @@ def torch_model(checkpoint):
     from pite_ros.model import PiteForConditionalGeneration
 
     return PiteForConditionalGeneration.from_pretrained(checkpoint)
+
+
+@pytest.fixture(scope="session")
+def torch_processor(checkpoint, torch_model):
+    return PiteProcessor.from_pretrained(checkpoint, torch_model.config)

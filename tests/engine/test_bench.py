@@ -74,13 +74,13 @@ def test_docs_blocks_are_rewritten_with_the_run(tmp_path):
     assert "kept" in other.read_text()
 
 
-def test_hf_generate_peer_answers_as_the_greedy_loop(torch_model, memorised_example):
+def test_hf_generate_peer_answers_as_the_greedy_loop(torch_model, torch_processor, memorised_example):
     from pite_ros.engine.onnx_parity import Probe
 
     clip = Probe(memorised_example.frames, memorised_example.prompt, 6.0)
-    runner = HfGenerateRunner(torch_model)
+    runner = HfGenerateRunner(torch_model, torch_processor)
     ids = runner.answer(clip, 24)
-    expected = generate(TorchBackend(torch_model), [clip.frames], [clip.question], [6.0], max_new_tokens=24,
+    expected = generate(TorchBackend(torch_model, torch_processor), [clip.frames], [clip.question], [6.0], max_new_tokens=24,
                         phrase_fn=lambda text: [])[0]
     assert ids == expected.token_ids and expected.text == memorised_example.response
     assert len(runner.times["encode"]) == len(runner.times["prefill"]) == 1

@@ -90,12 +90,12 @@ def test_projector_graph_matches_torch(exported, torch_model):
         assert found.shape == (3, 4, 4, 2) and np.abs(found - expected).max() < 1e-5, frames
 
 
-def test_check_parity_names_what_is_off(exported, torch_model):
+def test_check_parity_names_what_is_off(exported, torch_model, torch_processor):
     from pite_ros.engine.onnx_engine import OnnxEngine
 
     backend = OnnxEngine(exported.directory).backend
-    report = check_parity(torch_model, backend, Tolerances(visual=0.0, logits=0.0, traj=0.0, hidden=0.0, projector=0.0),
-                          count=1, decode_steps=1, max_new_tokens=2)
+    report = check_parity(torch_model, torch_processor, backend,
+                          Tolerances(visual=0.0, logits=0.0, traj=0.0, hidden=0.0, projector=0.0), count=1, decode_steps=1, max_new_tokens=2)
     assert not report["passed"]
     assert any(failure.startswith("logits: max abs diff") for failure in report["failures"])
 
@@ -134,12 +134,12 @@ def other_checkpoint(tmp_path, checkpoint):
     """The same tiny config and tokenizer with fresh random weights."""
     import torch
 
-    from pite_ros.model import PiteForConditionalGeneration, build_model
+    from pite_ros.model import build_model, load_model_and_processor, save_model_and_processor
 
-    model = PiteForConditionalGeneration.from_pretrained(checkpoint)
+    model, processor = load_model_and_processor(checkpoint)
     torch.manual_seed(1)
-    other = build_model(model.config, model.tokenizer)
-    other.save_pretrained(tmp_path / "other")
+    other = build_model(model.config, processor.tokenizer)
+    save_model_and_processor(tmp_path / "other", other, processor)
     return tmp_path / "other"
 
 

@@ -62,11 +62,11 @@ def test_answers_equal_the_torch_engine(engines, memorised_example):
     assert phrases >= 1
 
 
-def test_batched_answers_and_phrase_fn(engines, memorised_example, torch_model):
+def test_batched_answers_and_phrase_fn(engines, memorised_example, torch_model, torch_processor):
     _, onnx_engine = engines
     batch = clips(memorised_example)[:3]
     arguments = [list(column) for column in zip(*batch)]
-    expected = generate(TorchBackend(torch_model), *arguments, phrase_fn=red_circle, max_new_tokens=10)
+    expected = generate(TorchBackend(torch_model, torch_processor), *arguments, phrase_fn=red_circle, max_new_tokens=10)
     found = generate(onnx_engine.backend, *arguments, phrase_fn=red_circle, max_new_tokens=10)
     assert [r.token_ids for r in found] == [r.token_ids for r in expected]
     [phrase] = found[0].phrases
@@ -77,12 +77,12 @@ def test_batched_answers_and_phrase_fn(engines, memorised_example, torch_model):
 
 
 @pytest.mark.parametrize("size", [1, 2])
-def test_kv_cache_over_prefill_and_decode_steps(exported, torch_model, size):
+def test_kv_cache_over_prefill_and_decode_steps(exported, torch_model, torch_processor, size):
     backend = OnnxEngine(exported.directory).backend
     batch = probes(torch_model.config, size, seed=3)
     if size == 2:  # prompts of different lengths: the shorter is left-padded
         batch[1] = type(batch[1])(batch[1].frames[:2], "what colour is the small blue square that moves?", 3.0)
-    report = decoder_parity(torch_model, backend, batch, decode_steps=6)
+    report = decoder_parity(torch_model, torch_processor, backend, batch, decode_steps=6)
     assert report["positions"] >= size * 6 + 10
     assert {"logits", "hidden"} <= set(report["max_abs_diff"])
     for name, diff in report["max_abs_diff"].items():

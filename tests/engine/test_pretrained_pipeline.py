@@ -21,7 +21,7 @@ from pretrained_parts import save_clip, save_llama  # noqa: E402
 from pite_ros.engine import onnx_graphs  # noqa: E402
 from pite_ros.engine.export import export_onnx  # noqa: E402
 from pite_ros.engine.loader import load_engine  # noqa: E402
-from pite_ros.model import PiteForConditionalGeneration  # noqa: E402
+from pite_ros.model import PiteForConditionalGeneration, load_model_and_processor  # noqa: E402
 from pite_ros.tools.model_cli import main as model_cli  # noqa: E402
 from training.synth import generate  # noqa: E402
 from training.train import main as train_main  # noqa: E402
@@ -45,8 +45,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_stage_1_trains_the_pite_parts_and_keeps_the_tower(trained: dict[str, Path]) -> None:
     before = PiteForConditionalGeneration.from_pretrained(trained["init"])
-    after = PiteForConditionalGeneration.from_pretrained(trained["final"])
-    assert after.config.stage == 1 and after.tokenizer.backend_tokenizer.model.__class__.__name__ == "BPE"
+    after, processor = load_model_and_processor(trained["final"])  # training saved the LLM's tokenizer with it
+    assert after.config.stage == 1 and processor.tokenizer.backend_tokenizer.model.__class__.__name__ == "BPE"
     for name, tensor in before.visual_encoder.vision_tower.state_dict().items():
         assert torch.equal(after.visual_encoder.vision_tower.state_dict()[name], tensor), name  # CLIP frozen, as PiTe
     changed = lambda module: any(not torch.equal(a, b) for a, b in zip(  # noqa: E731

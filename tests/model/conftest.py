@@ -39,8 +39,8 @@ def model(tokenizer):
 
 
 @pytest.fixture
-def processor(model):
-    return PiteProcessor(model.tokenizer, model.config)
+def processor(model, tokenizer):
+    return PiteProcessor(tokenizer, model.config)
 
 
 def frames(count: int, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Save -> load gives identical outputs; broken checkpoints stop with an error naming file and tensor."""
+"""Save -> load gives identical outputs; broken checkpoints stop with an error naming file and tensor.
+The model writes and reads its config and weights, its processor the tokenizer beside them."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pite_ros.model import CheckpointError, PiteForConditionalGeneration, setup_stage
+from pite_ros.model import (
+    CheckpointError,
+    PiteForConditionalGeneration,
+    PiteProcessor,
+    load_model_and_processor,
+    save_model_and_processor,
+    setup_stage,
+)
 
 
 @pytest.fixture
-def saved(model, tmp_path):
-    model.save_pretrained(tmp_path / "ckpt")
+def saved(model, processor, tmp_path):
+    save_model_and_processor(tmp_path / "ckpt", model, processor)
     return tmp_path / "ckpt"
 
 
@@ -27,16 +35,20 @@ def test_round_trip_with_an_active_lora_is_merged(model, processor, video_exampl
     model.eval()
     expected = model(**batch)
     model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    processor.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     assert not any("lora" in name for name in load_file(tmp_path / "ckpt" / "model.safetensors"))
-    loaded = PiteForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+    loaded, loaded_processor = load_model_and_processor(tmp_path / "ckpt")
     assert loaded.config.stage == 3 and not loaded.training
     got = loaded(**batch)
     for key in ("logits", "loc", "traj"):
         assert torch.allclose(got[key], expected[key], atol=1e-5), key
     assert model(**batch).logits.equal(expected.logits), "saving left the live LoRA unmerged"
-    assert loaded.tokenizer.convert_tokens_to_ids("<video>") == model.config.video_token_id
+    assert loaded_processor.config is loaded.config
+    assert loaded_processor.tokenizer.convert_tokens_to_ids("<video>") == model.config.video_token_id
+    assert not hasattr(loaded, "tokenizer")
 
 
 def test_plain_round_trip_is_exact(model, processor, image_example, saved):
@@ -49,7 +61,14 @@ def test_plain_round_trip_is_exact(model, processor, image_example, saved):
 def test_missing_file_is_named(saved, name):
     (saved / name).unlink()
     with pytest.raises(CheckpointError, match=f"{name}: missing"):
-        PiteForConditionalGeneration.from_pretrained(saved)
+        load_model_and_processor(saved)
+
+
+def test_the_model_needs_no_tokenizer_and_the_processor_no_weights(saved, model):
+    (saved / "tokenizer.json").unlink()
+    assert PiteForConditionalGeneration.from_pretrained(saved).config.video_token_id == model.config.video_token_id
+    with pytest.raises(CheckpointError, match="tokenizer.json: missing"):
+        PiteProcessor.from_pretrained(saved)
 
 
 def test_missing_directory(tmp_path):
@@ -74,8 +93,17 @@ def test_corrupt_config_is_named(saved):
 
 def test_corrupt_tokenizer_is_named(saved):
     (saved / "tokenizer.json").write_text(json.dumps({"model": "nonsense"}))
-    with pytest.raises(CheckpointError, match="tokenizer.json"):
-        PiteForConditionalGeneration.from_pretrained(saved)
+    with pytest.raises(CheckpointError, match="tokenizer.json: cannot use the tokenizer"):
+        load_model_and_processor(saved)
+
+
+def test_a_tokenizer_that_does_not_match_the_config_is_refused(saved, model):
+    """The processor checks the tokenizer against the ids bound in the config (as the engines rely on)."""
+    config = json.loads((saved / "config.json").read_text())
+    config["video_token_id"] = model.config.video_token_id + 1
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="tokenizer.json: cannot use the tokenizer: tokenizer ids differ"):
+        PiteProcessor.from_pretrained(saved)
 
 
 def test_wrong_shape_tensor_is_named(saved):
@@ -101,7 +129,7 @@ def test_missing_and_unexpected_tensors_are_named(saved):
         PiteForConditionalGeneration.from_pretrained(saved)
 
 
-def test_hugging_faces_save_arguments(model, tmp_path):
+def test_hugging_faces_save_arguments(model, processor, tmp_path):
     """``state_dict=`` (what FSDP training gathers) is merged like the live weights; only the main process writes."""
     setup_stage(model, 3)
     with torch.no_grad():
@@ -111,7 +139,7 @@ def test_hugging_faces_save_arguments(model, tmp_path):
     gathered = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     model.save_pretrained(tmp_path / "live")
     model.save_pretrained(tmp_path / "given", state_dict=gathered)
-    model.save_pretrained(tmp_path / "other", is_main_process=False)
+    save_model_and_processor(tmp_path / "other", model, processor, is_main_process=False)
     live, given = (load_file(tmp_path / name / "model.safetensors") for name in ("live", "given"))
     assert set(live) == set(given) and all(torch.equal(live[name], given[name]) for name in live)
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
@@ -145,3 +173,16 @@ def test_checkpoints_of_the_earlier_layout_load(model, processor, image_example,
     save_file({**old, "coordinate_head.traj_projector.bias": old["traj_projector.bias"].clone()}, path)
     with pytest.raises(CheckpointError, match="tensor coordinate_head.traj_projector.bias is stored twice"):
         PiteForConditionalGeneration.from_pretrained(saved)
+
+
+def test_the_shipped_models_processor_loads_and_saves_its_tokenizer_unchanged(tmp_path):
+    """The default model's folder keeps its layout: its processor reads the tokenizer (checked
+    against the config's bound ids) and writes back the same two files, byte for byte."""
+    from pite_ros.engine.loader import DEFAULT_MODEL_DIR
+
+    processor = PiteProcessor.from_pretrained(DEFAULT_MODEL_DIR)
+    assert processor.tokenizer.convert_tokens_to_ids("<video>") == processor.config.video_token_id
+    written = processor.save_pretrained(tmp_path)
+    assert sorted(path.name for path in written) == ["tokenizer.json", "tokenizer_config.json"]
+    for path in written:
+        assert path.read_bytes() == (DEFAULT_MODEL_DIR / path.name).read_bytes(), path.name

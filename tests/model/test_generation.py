@@ -33,13 +33,14 @@ def trained(tokenizer, memorised_example):
     torch.manual_seed(0)
     model = build_model(config, tokenizer)
     setup_stage(model, 3)
-    batch = PiteProcessor(tokenizer, model.config)([memorised_example])
+    processor = PiteProcessor(tokenizer, model.config)
+    batch = processor([memorised_example])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
     for _ in range(60):
         model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    return model, memorised_example
+    return model, processor, memorised_example
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +52,10 @@ def memorised_example() -> Example:
 
 
 def test_answer_text_phrases_segments(trained):
-    model, example = trained
-    result = answer_with_model(model, example.frames, example.prompt, example.duration, phrase_fn=red_circle)
+    model, processor, example = trained
+    result = answer_with_model(model, processor, example.frames, example.prompt, example.duration, phrase_fn=red_circle)
     assert result.text == ANSWER
-    assert result.token_ids == model.tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    assert result.token_ids == processor.tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
     [phrase] = result.phrases
     assert phrase.span == PHRASE and result.text[slice(*phrase.span)] == phrase.text == "a red circle"
     assert phrase.trajectory.shape == (4, 4, 2)
@@ -68,8 +69,8 @@ def test_answer_text_phrases_segments(trained):
 
 
 def test_default_phrase_fn_finds_the_noun_phrase(trained):
-    model, example = trained
-    result = answer_with_model(model, example.frames, example.prompt, example.duration)
+    model, processor, example = trained
+    result = answer_with_model(model, processor, example.frames, example.prompt, example.duration)
     assert "a red circle" in [phrase.text for phrase in result.phrases]
     for phrase in result.phrases:
         assert 0 <= phrase.span[0] < phrase.span[1] <= len(result.text)
@@ -77,40 +78,42 @@ def test_default_phrase_fn_finds_the_noun_phrase(trained):
 
 
 def test_batched_equals_unbatched(trained):
-    model, example = trained
+    model, processor, example = trained
     other = np.random.default_rng(5).integers(0, 256, (2, 24, 30, 3), dtype=np.uint8)
     clips, questions, durations = [example.frames, other], [example.prompt, "what colour is the circle?"], [6.0, 3.0]
-    batched = answers_with_model(model, clips, questions, durations, phrase_fn=red_circle, max_new_tokens=10)
+    batched = answers_with_model(model, processor, clips, questions, durations, phrase_fn=red_circle, max_new_tokens=10)
     for result, clip, question, duration in zip(batched, clips, questions, durations):
-        alone = answer_with_model(model, clip, question, duration, phrase_fn=red_circle, max_new_tokens=10)
+        alone = answer_with_model(model, processor, clip, question, duration, phrase_fn=red_circle, max_new_tokens=10)
         assert result.token_ids == alone.token_ids and result.text == alone.text
         assert [p.span for p in result.phrases] == [p.span for p in alone.phrases]
         for a, b in zip(result.phrases, alone.phrases):
             assert np.allclose(a.trajectory, b.trajectory, atol=1e-5)
     assert batched[0].text == "from <30> to <60>, a red circle moves left"  # 10 tokens
-    again = answers_with_model(model, clips, questions, durations, phrase_fn=red_circle, max_new_tokens=10)
+    again = answers_with_model(model, processor, clips, questions, durations, phrase_fn=red_circle, max_new_tokens=10)
     assert [r.token_ids for r in again] == [r.token_ids for r in batched]
 
 
 def test_on_token_streams_and_cancels(trained):
-    model, example = trained
+    model, processor, example = trained
     seen = []
 
     def on_token(token_id: int, text: str) -> bool:
         seen.append((token_id, text))
         return len(seen) < 3
 
-    result = answer_with_model(model, example.frames, example.prompt, example.duration, on_token=on_token, phrase_fn=red_circle)
+    result = answer_with_model(model, processor, example.frames, example.prompt, example.duration, on_token=on_token,
+                               phrase_fn=red_circle)
     assert [text for _, text in seen] == ["from", "from <30>", "from <30> to"]
     assert result.token_ids == [token for token, _ in seen] and result.text == "from <30> to"
     assert result.segments == [] and result.phrases == []
     with pytest.raises(ValueError, match="single clip"):
-        answers_with_model(model, [example.frames] * 2, ["q", "q"], [1.0, 1.0], on_token=on_token)
+        answers_with_model(model, processor, [example.frames] * 2, ["q", "q"], [1.0, 1.0], on_token=on_token)
 
 
 def test_still_image_and_token_limit(trained):
-    model, example = trained
-    result = answer_with_model(model, example.frames[:1], example.prompt, 0.0, max_new_tokens=2, phrase_fn=red_circle)
+    model, processor, example = trained
+    result = answer_with_model(model, processor, example.frames[:1], example.prompt, 0.0, max_new_tokens=2,
+                               phrase_fn=red_circle)
     assert len(result.token_ids) == 2 and result.segments == []
     assert np.array_equal(result.frame_times, np.zeros(4))
 
@@ -159,9 +162,9 @@ class ScriptedBackend:
 
 
 @pytest.mark.parametrize("decoding, expected", [("argmax", "from <0> to <60>"), ("median", "from <40> to <60>")])
-def test_time_token_decoding_follows_the_config(model, decoding, expected):
+def test_time_token_decoding_follows_the_config(model, tokenizer, decoding, expected):
     """``time_token_decoding`` picks each temporal token of the answer (and feeds it back)."""
-    tokenizer, config = model.tokenizer, model.config
+    config = model.config
     config.time_token_decoding = decoding
     ids = tokenizer.convert_tokens_to_ids
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from pretrained_parts import save_clip, save_llama  # noqa: E402
 
-from pite_ros.model import PiteForConditionalGeneration  # noqa: E402
+from pite_ros.model import load_model_and_processor  # noqa: E402
 from pite_ros.tools.model_cli import main as model_cli  # noqa: E402
 
 HIDDEN, CLIP_PROJECTION, RANK, ALPHA = 64, 24, 4, 8
@@ -94,8 +94,9 @@ def merged(release: dict, base: torch.Tensor, module: str) -> torch.Tensor:
 
 def test_the_import_computes_the_authors_model(release: dict, tmp_path: Path) -> None:
     assert run_import(release, tmp_path / "pite") == 0
-    model = PiteForConditionalGeneration.from_pretrained(tmp_path / "pite")
+    model, processor = load_model_and_processor(tmp_path / "pite")  # the tokenizer saved with it, ids bound
     config = model.config
+    assert processor.tokenizer.convert_tokens_to_ids("<video>") == config.video_token_id
     assert (config.num_frames, config.num_points, config.coordinate_activation, config.stage) == (100, 3, "identity", 3)
     assert config.vision_feature == "projected" and config.prompt_format == "vicuna_v1"
     vicuna = AutoModelForCausalLM.from_pretrained(release["root"] / "vicuna").state_dict()

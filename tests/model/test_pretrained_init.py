@@ -21,7 +21,7 @@ from pretrained_parts import (  # noqa: E402
     IMAGE_MEAN, IMAGE_STD, bpe_tokenizer, clip_config, save_clip, save_llama, save_sentencepiece_llama,
     stage_in_hub_cache)
 
-from pite_ros.model import PiteForConditionalGeneration  # noqa: E402
+from pite_ros.model import PiteForConditionalGeneration, load_model_and_processor  # noqa: E402
 from pite_ros.model.generation import stop_token_ids  # noqa: E402
 from pite_ros.model.prompt import VICUNA_SYSTEM_PROMPT, encode_prompt  # noqa: E402
 from pite_ros.model.temporal import temporal_vocabulary  # noqa: E402
@@ -44,7 +44,7 @@ def initialised(parts: dict[str, Path]) -> Path:
 
 
 def test_init_carries_the_pretrained_weights_and_adds_the_pite_tokens(parts, initialised: Path) -> None:
-    model = PiteForConditionalGeneration.from_pretrained(initialised)
+    model, processor = load_model_and_processor(initialised)
     config = model.config
     clip = CLIPVisionModelWithProjection.from_pretrained(parts["clip"])
     llama = AutoModelForCausalLM.from_pretrained(parts["llama"])
@@ -67,7 +67,7 @@ def test_init_carries_the_pretrained_weights_and_adds_the_pite_tokens(parts, ini
         else:
             assert torch.equal(ours[name], tensor), name
     # the LLM's own BPE tokenizer, extended: <video> <grounded> <sep> then <0>..<300>, ids bound in the config
-    tokenizer = model.tokenizer
+    tokenizer = processor.tokenizer
     assert len(tokenizer) == old_rows + 304 == config.text_config.vocab_size
     assert tokenizer.convert_tokens_to_ids("<video>") == config.video_token_id == old_rows
     assert tokenizer.convert_tokens_to_ids(temporal_vocabulary(300)) == config.time_token_ids()
@@ -172,8 +172,8 @@ def test_a_chat_llm_gets_its_own_template_and_stops_on_each_of_its_end_ids(tmp_p
     out = tmp_path / "init"
     assert model_cli(["init", "--vision", str(save_clip(tmp_path / "clip")), "--llm", str(llm), "--preset", "tiny",
                       "--dtype", "float32", "--out", str(out)]) == 0
-    model = PiteForConditionalGeneration.from_pretrained(out)
-    config, tokenizer = model.config, model.tokenizer
+    model, processor = load_model_and_processor(out)
+    config, tokenizer = model.config, processor.tokenizer
     assert (config.prompt_format, config.system_prompt) == ("chat_template", "")
     ids = encode_prompt(tokenizer, "what moves?", config)
     assert ids[0] == tokenizer.bos_token_id and ids.count(config.video_token_id) == 1
@@ -188,12 +188,12 @@ def test_a_sentencepiece_llm_as_vicuna_ships_it(parts, tmp_path: Path) -> None:
     out = tmp_path / "init"
     assert model_cli(["init", "--vision", str(parts["clip"]), "--llm", str(llm), "--preset", "tiny",
                       "--dtype", "float32", "--out", str(out)]) == 0
-    model = PiteForConditionalGeneration.from_pretrained(out)
-    tokenizer, config = model.tokenizer, model.config
+    model, processor = load_model_and_processor(out)
+    tokenizer, config = processor.tokenizer, model.config
     assert len(tokenizer) == 320 + 304 and config.prompt_format == "vicuna_v1"
     text = "From <3> to <40>, a red circle moves."
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert config.time_token_offset + 3 in ids and config.time_token_offset + 40 in ids
     assert tokenizer.decode(ids) == text
-    answer = answer_with_model(model, np.zeros((4, 32, 32, 3), np.uint8), "what moves?", 2.0, max_new_tokens=4)
+    answer = answer_with_model(model, processor, np.zeros((4, 32, 32, 3), np.uint8), "what moves?", 2.0, max_new_tokens=4)
     assert len(answer.token_ids) <= 4

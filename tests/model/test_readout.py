@@ -79,8 +79,8 @@ def test_config_checks_the_readout():
     assert load_config("default").trajectory_readout == "soft_argmax"
 
 
-def test_model_reads_trajectories_from_the_clips_patches(soft_model, video_example, image_example):
-    processor = PiteProcessor(soft_model.tokenizer, soft_model.config)
+def test_model_reads_trajectories_from_the_clips_patches(soft_model, tokenizer, video_example, image_example):
+    processor = PiteProcessor(tokenizer, soft_model.config)
     batch = processor([video_example])
     visual, patches = soft_model.encode_clip(batch["pixel_values"])
     assert visual.shape == (1, 4, 64) and patches.shape == (1, 4, 16, 32)  # 32 px / patch 8: 4x4 patches
@@ -106,10 +106,10 @@ def test_model_reads_trajectories_from_the_clips_patches(soft_model, video_examp
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_loss_projects_only_the_positions_it_reads(soft_model, video_example, image_example, stage):
+def test_loss_projects_only_the_positions_it_reads(soft_model, tokenizer, video_example, image_example, stage):
     """``forward`` with labels projects the target positions alone (``project_where``); its
     coordinate loss equals the one over every position's projection, and so do its gradients."""
-    batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([image_example if stage == 1 else video_example])
+    batch = PiteProcessor(tokenizer, soft_model.config)([image_example if stage == 1 else video_example])
     query = getattr(soft_model.coordinate_head, "loc_projector" if stage == 1 else "traj_projector").query.weight
     output = soft_model(**batch, **stage_loss_terms(soft_model.config, stage))
     sparse = torch.autograd.grad(output.coord_loss, query)[0]
@@ -129,8 +129,8 @@ def test_loss_projects_only_the_positions_it_reads(soft_model, video_example, im
     assert torch.allclose(picked_traj[0, 3], traj[0, 3]) and torch.allclose(picked_loc[0, 3], loc[0, 3])
 
 
-def test_stage_2_starts_every_point_at_phis_point(soft_model, video_example):
-    batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([video_example])
+def test_stage_2_starts_every_point_at_phis_point(soft_model, tokenizer, video_example):
+    batch = PiteProcessor(tokenizer, soft_model.config)([video_example])
     patches = soft_model.encode_clip(batch["pixel_values"])[1]
     hidden = torch.randn(1, 3, soft_model.config.hidden_size)
     init_trajectory_from_localization(soft_model)
@@ -139,21 +139,22 @@ def test_stage_2_starts_every_point_at_phis_point(soft_model, video_example):
     assert torch.allclose(traj, loc[:, :, None, None, :].expand_as(traj), atol=1e-6)
 
 
-def test_soft_argmax_model_answers_with_its_video_example_trajectory(soft_model, video_example, tmp_path):
+def test_soft_argmax_model_answers_with_its_video_example_trajectory(soft_model, tokenizer, video_example, tmp_path):
     """60 steps on one clip, then a greedy answer: the phrase's track is the memorised one, and a
     saved and reloaded checkpoint answers the same."""
     setup_stage(soft_model, 3)
     soft_model.config.stage_trainable = {}
     for parameter in soft_model.parameters():
         parameter.requires_grad_(True)
-    batch = PiteProcessor(soft_model.tokenizer, soft_model.config)([video_example])
+    processor = PiteProcessor(tokenizer, soft_model.config)
+    batch = processor([video_example])
     optimizer = torch.optim.AdamW(soft_model.parameters(), lr=1e-2, weight_decay=0.0)
     for _ in range(60):
         soft_model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     phrase = video_example.trajectories[0]
-    result = answer_with_model(soft_model, video_example.frames, video_example.prompt, video_example.duration,
+    result = answer_with_model(soft_model, processor, video_example.frames, video_example.prompt, video_example.duration,
                                phrase_fn=lambda text: [(phrase.start, phrase.end)] if text == video_example.response else [])
     assert result.text == video_example.response
     [track] = result.phrases
@@ -161,8 +162,8 @@ def test_soft_argmax_model_answers_with_its_video_example_trajectory(soft_model,
     assert np.abs(track.trajectory - phrase.points).mean() < 0.05
     soft_model.save_pretrained(tmp_path / "soft")
     loaded = PiteForConditionalGeneration.from_pretrained(tmp_path / "soft")
-    again = answer_with_model(loaded, video_example.frames, video_example.prompt, video_example.duration,
-                          phrase_fn=lambda text: [(phrase.start, phrase.end)])
+    again = answer_with_model(loaded, processor, video_example.frames, video_example.prompt, video_example.duration,
+                              phrase_fn=lambda text: [(phrase.start, phrase.end)])
     assert again.text == result.text
     assert np.allclose(again.phrases[0].trajectory, track.trajectory, atol=1e-5)
 
@@ -191,7 +192,7 @@ def test_frame_patch_pool_adds_pooled_patch_tokens_per_frame(tokenizer, video_ex
     assert torch.allclose(visual[0, 0], cls[0], atol=1e-5) and torch.allclose(visual[0, 2], top_right, atol=1e-5)
     assert model.visual_mask(batch["frame_mask"]).sum(1).tolist() == [20, 10]
     assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
-    assert answer_with_model(model, image_example.frames, "describe the image.", 0.0, max_new_tokens=2).token_ids
+    assert answer_with_model(model, processor, image_example.frames, "describe the image.", 0.0, max_new_tokens=2).token_ids
     for bad in (3, -2):
         with pytest.raises(ConfigError, match="frame_patch_pool"):
             PiteConfig(frame_patch_pool=bad, vision_config={"image_size": 32, "patch_size": 8})

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from pite_ros.model import PiteForConditionalGeneration, PiteProcessor, build_model, load_config, setup_stage
+from pite_ros.model import (
+    PiteProcessor,
+    build_model,
+    load_config,
+    load_model_and_processor,
+    save_model_and_processor,
+    setup_stage,
+)
 from pite_ros.model.config import ConfigError
 from pite_ros.model.stages import parameter_groups, stage_loss_terms
 from pite_ros.model.two_stream_config import TwoStreamConfig
@@ -23,10 +30,10 @@ def two_stream_model(tokenizer):
     return build_model(config, tokenizer)
 
 
-def test_splice_forward_and_stage_groups(two_stream_model, video_example, image_example):
+def test_splice_forward_and_stage_groups(two_stream_model, tokenizer, video_example, image_example):
     model = two_stream_model
     video_example.frames = np.random.default_rng(3).integers(0, 256, (FRAMES, 40, 48, 3), dtype=np.uint8)
-    processor = PiteProcessor(model.tokenizer, model.config)
+    processor = PiteProcessor(tokenizer, model.config)
     batch = processor([video_example, image_example])
     assert (batch["input_ids"] == model.config.video_token_id).sum(1).tolist() == [21, 21]
     assert batch["pixel_values"].shape == (2, FRAMES, 3, 32, 32)  # the image is repeated as a still clip
@@ -42,16 +49,18 @@ def test_splice_forward_and_stage_groups(two_stream_model, video_example, image_
         assert model(**{k: v for k, v in batch.items() if k != "labels"}).traj.shape[-3:] == (4, 4, 2)
 
 
-def test_checkpoint_and_answer(two_stream_model, tmp_path):
-    two_stream_model.save_pretrained(tmp_path / "ckpt")
-    loaded = PiteForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+def test_checkpoint_and_answer(two_stream_model, tokenizer, tmp_path):
+    save_model_and_processor(tmp_path / "ckpt", two_stream_model, PiteProcessor(tokenizer, two_stream_model.config))
+    loaded, processor = load_model_and_processor(tmp_path / "ckpt")
     assert loaded.config.two_stream == two_stream_model.config.two_stream
     clip = np.random.default_rng(4).integers(0, 256, (FRAMES, 20, 20, 3), dtype=np.uint8)
-    first = answer_with_model(loaded, clip, "describe the video.", 6.0, max_new_tokens=4, phrase_fn=lambda text: [])
-    second = answer_with_model(two_stream_model, clip, "describe the video.", 6.0, max_new_tokens=4, phrase_fn=lambda text: [])
+    first = answer_with_model(loaded, processor, clip, "describe the video.", 6.0, max_new_tokens=4,
+                              phrase_fn=lambda text: [])
+    second = answer_with_model(two_stream_model, processor, clip, "describe the video.", 6.0, max_new_tokens=4,
+                               phrase_fn=lambda text: [])
     assert first.token_ids == second.token_ids and len(first.token_ids) <= 4
     with pytest.raises(ValueError, match="12 frames"):
-        answer_with_model(loaded, clip[:5], "q", 1.0)
+        answer_with_model(loaded, processor, clip[:5], "q", 1.0)
 
 
 def test_bad_two_stream_options_are_named():

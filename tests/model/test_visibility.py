@@ -8,6 +8,7 @@ import torch
 
 from pite_ros.engine.export import export_onnx
 from pite_ros.engine.onnx_engine import OnnxEngine
+from pite_ros.model.model_dir import save_model_and_processor
 from pite_ros.model.stages import setup_stage, stage_loss_terms
 from pite_ros.model.torch_generation import answer_with_model
 
@@ -67,15 +68,15 @@ def test_stage_2_teaches_the_head_which_points_are_hidden(model, processor, vide
     assert accuracy() == 1.0  # the one hidden point of the clip (frame 0, point 0) and the visible ones
 
 
-def test_answers_carry_visibility_through_torch_and_onnx(model, tmp_path, video_example) -> None:
+def test_answers_carry_visibility_through_torch_and_onnx(model, processor, tmp_path, video_example) -> None:
     torch.manual_seed(3)
     model.add_visibility_head()
-    model.save_pretrained(tmp_path / "model")
+    save_model_and_processor(tmp_path / "model", model, processor)
     export_onnx(tmp_path / "model", tmp_path / "onnx", probes=1, max_new_tokens=8)
     engine = OnnxEngine(tmp_path / "onnx")
     question = "describe the video."
     phrase_fn = lambda text: [(0, len(text))] if text else []  # noqa: E731  one phrase: the whole answer
-    expected = answer_with_model(model, video_example.frames, question, 6.0, max_new_tokens=8, phrase_fn=phrase_fn)
+    expected = answer_with_model(model, processor, video_example.frames, question, 6.0, max_new_tokens=8, phrase_fn=phrase_fn)
     assert expected.phrases and expected.phrases[0].visibility.shape == (4, 4)
     assert ((expected.phrases[0].visibility >= 0) & (expected.phrases[0].visibility <= 1)).all()
     from pite_ros.model.generation import generate

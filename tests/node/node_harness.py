@@ -26,11 +26,13 @@ def save_tiny_model(path: Path, seed: int = 0) -> Path:
     """A tiny PiTe model with random weights and the synthetic world's tokenizer."""
     import torch
 
-    from pite_ros.model import build_model, build_tokenizer, load_config
+    from pite_ros.model import PiteProcessor, build_model, build_tokenizer, load_config, save_model_and_processor
     from training.synth import vocabulary
 
     torch.manual_seed(seed)
-    build_model(load_config("tiny"), build_tokenizer(vocabulary(), 300)).save_pretrained(path)
+    tokenizer = build_tokenizer(vocabulary(), 300)
+    model = build_model(load_config("tiny"), tokenizer)
+    save_model_and_processor(path, model, PiteProcessor(tokenizer, model.config))
     return path
 
 

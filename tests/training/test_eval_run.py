@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 import torch
 
-from pite_ros.model import PiteForConditionalGeneration, build_model, build_tokenizer, load_config
+from pite_ros.model import (
+    PiteProcessor,
+    build_model,
+    build_tokenizer,
+    load_config,
+    load_model_and_processor,
+    save_model_and_processor,
+)
 from pite_ros.types import AnswerResult, Example, PhraseTrack, SpanTrajectory
 from pite_ros.model.torch_generation import answers_with_model
 from training.datasets import read_jsonl
@@ -54,9 +61,10 @@ def eval_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = build_model(load_config("tiny"), build_tokenizer(vocabulary(), 300))
+    tokenizer = build_tokenizer(vocabulary(), 300)
+    model = build_model(load_config("tiny"), tokenizer)
     path = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(path)
+    save_model_and_processor(path, model, PiteProcessor(tokenizer, model.config))
     return path
 
 
@@ -315,7 +323,7 @@ def test_match_phrases_by_normalised_text_each_used_once():
 def test_teacher_forcing_reads_the_states_generation_reads(model_dir):
     """Fed the model's own greedy answer, teacher forcing gives each phrase exactly the
     trajectory generation gave it (same hidden states, same pooling)."""
-    model = PiteForConditionalGeneration.from_pretrained(model_dir)
+    model, processor = load_model_and_processor(model_dir)
     rng = np.random.default_rng(0)
     clips = [rng.integers(0, 256, (FRAMES, SIZE, SIZE, 3), dtype=np.uint8) for _ in range(2)]
     prompts = ["Describe the video.", "What colour is the circle?"]
@@ -323,14 +331,14 @@ def test_teacher_forcing_reads_the_states_generation_reads(model_dir):
     def phrases(text: str) -> list[tuple[int, int]]:  # the whole answer, and its first word
         return [(0, len(text)), (0, text.index(" ") if " " in text else len(text))]
 
-    answers = answers_with_model(model, clips, prompts, [5.0, 4.0], max_new_tokens=10, phrase_fn=phrases)
+    answers = answers_with_model(model, processor, clips, prompts, [5.0, 4.0], max_new_tokens=10, phrase_fn=phrases)
     examples = [
         Example(f"x{i}", clip, prompt, answer.text, 5.0,
                 trajectories=[SpanTrajectory(*p.span, np.zeros((FRAMES, 4, 2)), np.ones((FRAMES, 4), bool))
                               for p in answer.phrases])
         for i, (clip, prompt, answer) in enumerate(zip(clips, prompts, answers))
     ]
-    forced = teacher_forced_trajectories(model, examples)
+    forced = teacher_forced_trajectories(model, processor, examples)
     for answer, tracks in zip(answers, forced):
         assert len(tracks) == len(answer.phrases) == 2
         for phrase, track in zip(answer.phrases, tracks):

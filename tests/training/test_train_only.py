@@ -9,7 +9,14 @@ import pytest
 import torch
 import yaml
 
-from pite_ros.model import PiteForConditionalGeneration, build_model, build_tokenizer, load_config
+from pite_ros.model import (
+    PiteForConditionalGeneration,
+    PiteProcessor,
+    build_model,
+    build_tokenizer,
+    load_config,
+    save_model_and_processor,
+)
 from training.synth import generate, vocabulary
 from training.train import main as train_main
 from training.trainer.build import build_model_for_stage
@@ -22,7 +29,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train_only")
     generate(root / "data", videos=6, images=0, split="train", seed=4)
     torch.manual_seed(0)
-    build_model(load_config("tiny"), build_tokenizer(vocabulary(), 300)).save_pretrained(root / "base")
+    tokenizer = build_tokenizer(vocabulary(), 300)
+    model = build_model(load_config("tiny"), tokenizer)
+    save_model_and_processor(root / "base", model, PiteProcessor(tokenizer, model.config))
     return root
 
 

@@ -60,6 +60,7 @@ from training.workpool import Scale, ShardCodec, ShardStore, run_tasks
 
 if TYPE_CHECKING:
     from pite_ros.model.modeling import PiteForConditionalGeneration
+    from pite_ros.model.processor import PiteProcessor
 
 GENERATED = "trajectory_generated"
 TEACHER_FORCED = "trajectory_teacher_forced"
@@ -381,12 +382,12 @@ class _Run:
         if not ready:
             return
         try:
-            tracks = teacher_forced_trajectories(self.teacher_model, [example for _, example in ready])
+            tracks = teacher_forced_trajectories(*self.teacher_model, [example for _, example in ready])
         except Exception:  # noqa: BLE001 - retried one by one to find the example that fails
             tracks = []
             for job, example in ready:
                 try:
-                    tracks.append(teacher_forced_trajectories(self.teacher_model, [example])[0])
+                    tracks.append(teacher_forced_trajectories(*self.teacher_model, [example])[0])
                 except Exception as error:  # noqa: BLE001 - counted with the example's id
                     self.current.fail(job, [TEACHER_FORCED] * len(_phrases(job)), "teacher forcing", error)
                     tracks.append(None)
@@ -423,14 +424,16 @@ class _Run:
         return section
 
 
-def _teacher_model(engine: Engine, options: EvalOptions) -> tuple[PiteForConditionalGeneration | None, str | None]:
-    """The torch model for teacher forcing, or None and the reason it is not run."""
+def _teacher_model(
+    engine: Engine, options: EvalOptions
+) -> tuple[tuple[PiteForConditionalGeneration, PiteProcessor] | None, str | None]:
+    """The torch model and its processor for teacher forcing, or None and the reason it is not run."""
     if not options.teacher_forced:
         return None, None
-    model = getattr(engine, "model", None)
-    if model is None or not hasattr(model, "project"):
+    model, processor = getattr(engine, "model", None), getattr(engine, "processor", None)
+    if model is None or processor is None or not hasattr(model, "project"):
         return None, f"needs the torch model; the {type(engine).__name__} runs no model forward on a given caption"
-    return model, None
+    return (model, processor), None
 
 
 def _given(run: _Run) -> _Run:

@@ -33,18 +33,16 @@ if TYPE_CHECKING:
 
 @torch.inference_mode()
 def teacher_forced_trajectories(
-    model: PiteForConditionalGeneration, examples: Sequence[Example]
+    model: PiteForConditionalGeneration, processor: PiteProcessor, examples: Sequence[Example]
 ) -> list[list[np.ndarray | tuple[np.ndarray, np.ndarray] | None]]:
     """For each example, one ``(N, P, 2)`` trajectory per ``example.trajectories`` span, in order
-    (a pair with its ``(N, P)`` visibility for a model with a visibility head).
+    (a pair with its ``(N, P)`` visibility for a model with a visibility head). ``processor`` is
+    the model's: it lays the rows out as training does.
 
     A span none of whose answer tokens fits in the model's context (the row was truncated)
     gets None.
     """
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        raise ValueError("the model has no tokenizer attached (load a checkpoint or use build_model)")
-    processor = PiteProcessor(tokenizer, model.config)
+    tokenizer = processor.tokenizer
     batch = processor([dataclasses.replace(e, points=[], trajectories=[]) for e in examples])
     device = next(model.parameters()).device
     training = model.training

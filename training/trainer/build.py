@@ -11,7 +11,14 @@ from __future__ import annotations
 from torch import nn
 from torch.utils.data import Dataset
 
-from pite_ros.model import PiteConfig, PiteForConditionalGeneration, PiteProcessor, build_model, build_tokenizer
+from pite_ros.model import (
+    PiteConfig,
+    PiteForConditionalGeneration,
+    PiteProcessor,
+    build_model,
+    build_tokenizer,
+    load_model_and_processor,
+)
 from pite_ros.model import ConfigError as ModelConfigError
 from pite_ros.model import load_config as load_model_config
 from pite_ros.model.stages import parameter_groups, setup_stage
@@ -62,7 +69,7 @@ def build_model_for_stage(config: TrainConfig) -> tuple[nn.Module, PiteProcessor
     (stage 0: the model inside ``TowerPretraining``, which adds its word head)."""
     source = config.model
     if config.resolve(source).is_dir():
-        model = PiteForConditionalGeneration.from_pretrained(config.resolve(source))
+        model, processor = load_model_and_processor(config.resolve(source))
         _apply_overrides(model.config, config)
         if model.config.visibility_head and not hasattr(model, "vis_projector"):  # asked for by an override
             model.add_visibility_head()
@@ -70,11 +77,12 @@ def build_model_for_stage(config: TrainConfig) -> tuple[nn.Module, PiteProcessor
         preset = str(config.resolve(source)) if source.endswith(".json") else source
         model_config = load_model_config(preset)
         _apply_overrides(model_config, config)
-        model = build_model(model_config, build_tokenizer(_vocabulary(config), model_config.num_time_bins))
+        tokenizer = build_tokenizer(_vocabulary(config), model_config.num_time_bins)
+        model = build_model(model_config, tokenizer)
+        processor = PiteProcessor(tokenizer, model.config)
     setup_stage(model, config.stage)
     if config.train_only:
         _train_only(model, config)
-    processor = PiteProcessor(model.tokenizer, model.config)
     trained = TowerPretraining(model) if config.stage == 0 else model
     trained.train()
     return trained, processor

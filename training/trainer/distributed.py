@@ -99,7 +99,7 @@ def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
 
 
 def save_final_model(accelerator: Accelerator, model: torch.nn.Module, config: TrainConfig, directory: Path) -> None:
-    """Write the trained model (HF layout, LoRA merged) from the main process.
+    """Write the trained model (HF layout, LoRA merged) and its processor's tokenizer from the main process.
 
     Under FSDP the live modules hold shards (and their names and wrappers are FSDP's), so the
     main process builds the stage's model again on the CPU and gives it the gathered weights (the same path for one process and DDP, so the tests run it). Every
@@ -108,6 +108,7 @@ def save_final_model(accelerator: Accelerator, model: torch.nn.Module, config: T
     state = accelerator.get_state_dict(model)
     if not accelerator.is_main_process:
         return
-    whole, _ = build_model_for_stage(config)
+    whole, processor = build_model_for_stage(config)
     whole.load_state_dict(state, strict=True, assign=True)
     whole.save_pretrained(directory)
+    processor.save_pretrained(directory)
