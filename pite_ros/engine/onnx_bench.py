@@ -119,11 +119,8 @@ class TimedBackend:
     def decode(self, *args):
         return self._timed("decode", self.backend.decode, *args)
 
-    def trajectory(self, hidden, visual, row):
-        return self.backend.trajectory(hidden, visual, row)
-
-    def visibility(self, hidden, visual, row):
-        return self.backend.visibility(hidden, visual, row)
+    def heads(self, hidden, visual, row):
+        return self.backend.heads(hidden, visual, row)
 
 
 def build_random_checkpoint(preset: str, directory: Path) -> Path:

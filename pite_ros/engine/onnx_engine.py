@@ -64,7 +64,6 @@ class OrtBackend:
         self.types = {arg.name: _NUMPY_TYPES[arg.type] for session in (self.vision, self.decoder, self.projector)
                       for arg in session.get_inputs()}
         self.device = "cuda" if self.decoder.get_providers()[0] in GPU_PROVIDERS else "cpu"
-        self._last_heads: tuple[Any, int, np.ndarray, dict[str, np.ndarray]] | None = None
 
     def encode(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = self.vision.run(None, {"pixel_values": pixel_values.astype(self.types["pixel_values"])})
@@ -99,27 +98,14 @@ class OrtBackend:
         outputs, cache = self.run_decoder(self.embed(token_ids), attention_mask, position_ids, cache)
         return self._step(outputs, cache)
 
-    def heads(self, hidden: np.ndarray, visual, row: int) -> dict[str, np.ndarray]:
-        """Every projector output (``traj``, and ``visibility`` with a visibility head) for one
-        pooled hidden state ``(d,)`` of batch row ``row``, from ONE projector run: the greedy loop
-        asks ``trajectory`` then ``visibility`` of the same phrase state, so the last run's
-        outputs are kept for the same input (the same clip encoding and row, an equal state)."""
-        last = self._last_heads
-        if last is not None and last[0] is visual and last[1] == row and np.array_equal(last[2], hidden):
-            return last[3]
+    def heads(self, hidden: np.ndarray, visual, row: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The trajectory and (with a visibility head) the visibility from ONE projector run."""
         feed = {"hidden": hidden[None].astype(self.types["hidden"])}
         if visual[1] is not None:
             feed["patch_tokens"] = visual[1][row : row + 1].astype(self.types["patch_tokens"])
         names = [output.name for output in self.projector.get_outputs()]
         outputs = {name: value[0].astype(np.float32) for name, value in zip(names, self.projector.run(names, feed))}
-        self._last_heads = (visual, row, hidden.copy(), outputs)
-        return outputs
-
-    def trajectory(self, hidden: np.ndarray, visual, row: int) -> np.ndarray:
-        return self.heads(hidden, visual, row)["traj"]
-
-    def visibility(self, hidden: np.ndarray, visual, row: int) -> np.ndarray | None:
-        return self.heads(hidden, visual, row)["visibility"] if self.config.visibility_head else None
+        return outputs["traj"], outputs["visibility"] if self.config.visibility_head else None
 
     def run_decoder(
         self,

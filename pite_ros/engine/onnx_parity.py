@@ -150,9 +150,10 @@ def decoder_parity(
             record(name, ours[name], getattr(reference, name))
     for row, hidden in enumerate(reference.hidden[:, -1]):
         clip = None if patches is None else patches[row : row + 1]
-        record("projector", backend.trajectory(hidden.numpy(), encoded, row), model.project(hidden[None], clip)[1][0])
+        trajectory, visibility = backend.heads(hidden.numpy(), encoded, row)
+        record("projector", trajectory, model.project(hidden[None], clip)[1][0])
         if model.config.visibility_head:  # the visibility head is gated with the projector's tolerance
-            record("projector", backend.visibility(hidden.numpy(), encoded, row), model.visibility(hidden[None])[0])
+            record("projector", visibility, model.visibility(hidden[None])[0])
     return {"max_abs_diff": diffs, "reference_max_abs": scales, "positions": counted}
 
 

@@ -77,14 +77,10 @@ class GreedyBackend(Protocol):
         ``attention_mask`` ``(B, past + 1)``."""
         ...
 
-    def trajectory(self, hidden: np.ndarray, visual: Any, row: int) -> np.ndarray:
-        """The trajectory head on one hidden state ``(d,)`` of batch row ``row`` (``visual``: what
-        ``encode`` returned) -> ``(N, P, 2)`` float32 in [0, 1]."""
-        ...
-
-    def visibility(self, hidden: np.ndarray, visual: Any, row: int) -> np.ndarray | None:
-        """The visibility head on one hidden state ``(d,)`` of batch row ``row`` -> ``(N, P)``
-        float32 probabilities (None for a model without one)."""
+    def heads(self, hidden: np.ndarray, visual: Any, row: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The heads on one pooled hidden state ``(d,)`` of batch row ``row`` (``visual``: what
+        ``encode`` returned), in one pass: the trajectory ``(N, P, 2)`` float32 in [0, 1] and the
+        visibility ``(N, P)`` float32 probabilities (None for a model without a visibility head)."""
         ...
 
 
@@ -142,8 +138,7 @@ def generate(
 
     return [
         _result(backend, tokens[row], hiddens[row], probabilities[row], float(durations[row]), phrase_fn,
-                lambda hidden, row=row: (backend.trajectory(hidden, visual, row),
-                                         backend.visibility(hidden, visual, row)))
+                lambda hidden, row=row: backend.heads(hidden, visual, row))
         for row in range(batch)
     ]
 

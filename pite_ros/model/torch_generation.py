@@ -82,15 +82,12 @@ class TorchBackend:
         return self._step(step)
 
     @torch.no_grad()
-    def trajectory(self, hidden: np.ndarray, visual, row: int) -> np.ndarray:
+    def heads(self, hidden: np.ndarray, visual, row: int) -> tuple[np.ndarray, np.ndarray | None]:
         dtype = next(self.model.coordinate_head.parameters()).dtype
         patches = None if visual[1] is None else visual[1][row : row + 1]
-        return self.model.project(self._tensor(hidden[None]).to(dtype), patches)[1][0].float().cpu().numpy()
-
-    @torch.no_grad()
-    def visibility(self, hidden: np.ndarray, visual, row: int) -> np.ndarray | None:
+        trajectory = self.model.project(self._tensor(hidden[None]).to(dtype), patches)[1][0].float().cpu().numpy()
         probabilities = self.model.visibility(self._tensor(hidden[None]))
-        return None if probabilities is None else probabilities[0].float().cpu().numpy()
+        return trajectory, None if probabilities is None else probabilities[0].float().cpu().numpy()
 
 
 def answer_with_model(

@@ -157,8 +157,8 @@ class ScriptedBackend:
         self.fed.append(int(token_ids[0, 0]))
         return self._step()
 
-    def trajectory(self, hidden, visual, row):
-        return np.zeros((self.config.num_frames, self.config.num_points, 2), np.float32)
+    def heads(self, hidden, visual, row):
+        return np.zeros((self.config.num_frames, self.config.num_points, 2), np.float32), None
 
 
 @pytest.mark.parametrize("decoding, expected", [("argmax", "from <0> to <60>"), ("median", "from <40> to <60>")])
