@@ -23,15 +23,16 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from pite_ros.engine.base import EngineError, TokenCallback
 from pite_ros.engine.onnx_cache_names import past_names, present_names
 from pite_ros.engine.onnx_manifest import read_manifest
 from pite_ros.engine.onnx_providers import GPU_PROVIDERS, make_session, resolve_providers, session_options
 from pite_ros.model.config import ConfigError, PiteConfig, load_config
+from pite_ros.model.files import CheckpointError
 from pite_ros.model.generation import Step, generate
-from pite_ros.model.tokenizer import check_tokenizer
+from pite_ros.model.processor import PiteProcessor
 from pite_ros.types import AnswerResult
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,6 @@ def load_config_and_tokenizer(directory: Path) -> tuple[PiteConfig, PreTrainedTo
     except ConfigError as error:
         raise EngineError(f"{directory / 'config.json'}: {error}") from error
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
-        check_tokenizer(config, tokenizer)
-    except Exception as error:  # tokenizers raises plain Exceptions on corrupt JSON
-        raise EngineError(f"{directory / 'tokenizer.json'}: cannot use the tokenizer: {error}") from error
-    return config, tokenizer
+        return config, PiteProcessor.from_pretrained(directory, config).tokenizer
+    except CheckpointError as error:
+        raise EngineError(str(error)) from error
