@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from training.atomic import write_text_atomic  # noqa: E402
+
 
 class MetricsLog:
     """Appends one JSON object per optimiser step to ``path``.
@@ -21,11 +23,8 @@ class MetricsLog:
 
     def __init__(self, path: Path, resume_step: int = 0) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         kept = [row for row in self.read(path) if row["step"] <= resume_step] if resume_step else []
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
 
     @staticmethod
     def read(path: Path) -> list[dict]:
