@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from pite_ros.tools.marked_block import replace_block
 from training.annotate.pipeline import AnnotateConfig
 from training.annotate.runner import run as annotate
 from training.annotate.tracking import TrackerConfig
@@ -121,11 +121,10 @@ def table(figures: dict) -> str:
 
 def write_readme(path: Path, text: str) -> None:
     """Replace what lies between the markers of ``path`` with ``text``."""
-    page = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(page):
+    written = replace_block(path.read_text(encoding="utf-8"), BEGIN, END, text)
+    if written is None:
         raise SystemExit(f"{path}: no {BEGIN} ... {END} markers to write the figures between")
-    path.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", page), encoding="utf-8")
+    path.write_text(written, encoding="utf-8")
 
 
 def run_scale_bench(args: argparse.Namespace) -> dict:

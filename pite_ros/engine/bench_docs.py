@@ -9,12 +9,12 @@ returned list and left as it is (as is a missing file: an installed package has 
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from pite_ros.engine.onnx_bench import TIMES
+from pite_ros.tools.marked_block import replace_block
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -55,12 +55,11 @@ def write_docs(report: dict[str, Any], name: str, files: list[Path]) -> list[Pat
     that block (left unchanged) are returned."""
     table = markdown_table(report)
     opening, closing = f"<!-- pite-bench engine: {name} -->", f"<!-- /pite-bench engine: {name} -->"
-    pattern = re.compile(re.escape(opening) + r".*?" + re.escape(closing), re.DOTALL)
     missing = []
     for path in files:
-        text = path.read_text() if path.is_file() else ""
-        if not pattern.search(text):
+        written = replace_block(path.read_text() if path.is_file() else "", opening, closing, table)
+        if written is None:
             missing.append(path)
-            continue
-        path.write_text(pattern.sub(lambda _: f"{opening}\n{table}\n{closing}", text, count=1))
+        else:
+            path.write_text(written)
     return missing
