@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ResumeError) as error:
         print(f"pite-train: {error}", file=sys.stderr)
         return 2
+    finally:  # leave the process group before exit: gloo's threads abort a process that exits inside it
+        PartialState().destroy_process_group()
     if PartialState().is_main_process:
         print(f"stage {config.stage} done: {final}")
     return 0

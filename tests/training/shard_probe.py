@@ -29,3 +29,4 @@ if __name__ == "__main__":
     seen = gather_object([[next(batches).tolist() for _ in range(steps)]])  # rank order
     if accelerator.is_main_process:
         print(json.dumps(seen), flush=True)
+    accelerator.end_training()  # leave the process group before exit: gloo's threads abort a process that exits inside it
