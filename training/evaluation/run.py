@@ -292,7 +292,6 @@ class _Run:
         self.opened: list[tuple[Source, RecordDataset]] = []
         self.jobs: list[_Job] = []
         self.total = Answers()  # the plan's counts, then every shard's answers in shard order
-        self.current = self.total  # where answering writes
         self.teacher_model, self.forced_reason = _teacher_model(engine, options)
 
     def shards(self) -> list[tuple[int, int, int]]:
@@ -301,11 +300,10 @@ class _Run:
         return [(i, start, min(start + size, len(self.jobs))) for i, start in enumerate(range(0, len(self.jobs), size))]
 
     def answer(self, start: int, end: int) -> Answers:
-        """Answer ``jobs[start:end]`` in batches."""
-        self.current = Answers()
+        """Answer ``jobs[start:end]`` in batches: the shard's own answers (``total`` is not touched)."""
+        answers = Answers()
         for chunk in _chunks(self.jobs[start:end], self.options.batch_size):
-            self.batch(chunk)
-        answers, self.current = self.current, self.total
+            self.batch(chunk, answers)
         return answers
 
     def crashed(self, start: int, end: int) -> Answers:
@@ -357,28 +355,28 @@ class _Run:
         self.jobs = jobs
         return jobs
 
-    def batch(self, jobs: list[_Job]) -> None:
-        """Decode, answer and (for stage-2 examples) teacher-force one batch of jobs."""
+    def batch(self, jobs: list[_Job], answers: Answers) -> None:
+        """Decode, answer and (for stage-2 examples) teacher-force one batch of jobs into ``answers``."""
         ready = []
         for job in jobs:
             example = _decode(job)
             if isinstance(example, Exception):
-                self.current.unreadable.append((str(job.source), str(job.dataset.path), job.line, str(example)))
+                answers.unreadable.append((str(job.source), str(job.dataset.path), job.line, str(example)))
             else:
                 ready.append((job, example))
         if not ready:
             return
-        answers = _answer(self.engine, [example for _, example in ready], self.options.max_new_tokens)
-        for (job, _), result in zip(ready, answers, strict=True):
+        results = _answer(self.engine, [example for _, example in ready], self.options.max_new_tokens)
+        for (job, _), result in zip(ready, results, strict=True):
             if isinstance(result, Exception):
-                self.current.fail(job, [_section_of(task) for task, _ in job.targets], "answer", result)
+                answers.fail(job, [_section_of(task) for task, _ in job.targets], "answer", result)
             else:
-                self.current.items.extend(_items(job, result))
+                answers.items.extend(_items(job, result))
         if self.teacher_model is not None:
-            self.teacher_force([(job, example) for job, example in ready if _phrases(job)])
+            self.teacher_force([(job, example) for job, example in ready if _phrases(job)], answers)
 
-    def teacher_force(self, ready: list[tuple[_Job, Example]]) -> None:
-        """Teacher-forced trajectories of a batch; a failing batch is retried one by one."""
+    def teacher_force(self, ready: list[tuple[_Job, Example]], answers: Answers) -> None:
+        """Teacher-forced trajectories of a batch into ``answers``; a failing batch is retried one by one."""
         if not ready:
             return
         try:
@@ -389,11 +387,11 @@ class _Run:
                 try:
                     tracks.append(teacher_forced_trajectories(*self.teacher_model, [example])[0])
                 except Exception as error:  # noqa: BLE001 - counted with the example's id
-                    self.current.fail(job, [TEACHER_FORCED] * len(_phrases(job)), "teacher forcing", error)
+                    answers.fail(job, [TEACHER_FORCED] * len(_phrases(job)), "teacher forcing", error)
                     tracks.append(None)
         for (job, _), predicted in zip(ready, tracks, strict=True):
             if predicted is not None:
-                self.current.forced.extend(EvalItem("trajectory", p, r) for p, r in zip(predicted, _phrases(job), strict=True))
+                answers.forced.extend(EvalItem("trajectory", p, r) for p, r in zip(predicted, _phrases(job), strict=True))
 
     def report(self) -> EvalReport:
         """Sections in ``EVAL_TASKS`` order, for tasks with items or extra counts; trajectory as
