@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 
+import torch.distributed
 from accelerate import PartialState
 
 from pite_ros.model.stages import STAGE_TRAINABLE
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pite-train: {error}", file=sys.stderr)
         return 2
     finally:  # leave the process group before exit: gloo's threads abort a process that exits inside it
-        PartialState().destroy_process_group()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if PartialState().is_main_process:
         print(f"stage {config.stage} done: {final}")
     return 0

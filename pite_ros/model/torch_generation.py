@@ -85,8 +85,9 @@ class TorchBackend:
     def heads(self, hidden: np.ndarray, visual, row: int) -> tuple[np.ndarray, np.ndarray | None]:
         dtype = next(self.model.coordinate_head.parameters()).dtype
         patches = None if visual[1] is None else visual[1][row : row + 1]
-        trajectory = self.model.project(self._tensor(hidden[None]).to(dtype), patches)[1][0].float().cpu().numpy()
-        probabilities = self.model.visibility(self._tensor(hidden[None]))
+        state = self._tensor(hidden[None])
+        trajectory = self.model.project(state.to(dtype), patches)[1][0].float().cpu().numpy()
+        probabilities = self.model.visibility(state)
         return trajectory, None if probabilities is None else probabilities[0].float().cpu().numpy()
 
 

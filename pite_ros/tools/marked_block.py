@@ -10,6 +10,5 @@ def replace_block(text: str, opening: str, closing: str, body: str) -> str | Non
     """``text`` with what lies between its first ``opening`` … ``closing`` markers replaced by
     ``body`` (on lines of its own); None when ``text`` has no such block."""
     pattern = re.compile(re.escape(opening) + r".*?" + re.escape(closing), re.DOTALL)
-    if not pattern.search(text):
-        return None
-    return pattern.sub(lambda _: f"{opening}\n{body}\n{closing}", text, count=1)
+    written, found = pattern.subn(lambda _: f"{opening}\n{body}\n{closing}", text, count=1)
+    return written if found else None

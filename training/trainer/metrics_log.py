@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from training.atomic import write_text_atomic  # noqa: E402
+from training.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
 
 
 class MetricsLog:
@@ -65,7 +65,7 @@ def plot_loss_curve(log_path: Path, png_path: Path, title: str) -> None:
     rates.set_xlabel("step")
     rates.set_ylabel("learning rate")
     figure.tight_layout()
-    tmp = png_path.with_suffix(".tmp.png")
-    figure.savefig(tmp, dpi=100)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
     plt.close(figure)
-    os.replace(tmp, png_path)
+    write_bytes_atomic(png_path, image.getvalue())
