@@ -24,6 +24,7 @@ class Engine(Protocol):
 
     name: str  # model name for Answer.model_name
     num_frames: int  # frames per clip the model expects (N)
+    image_size: int  # the tower's square input side: frames already this size skip the resize
 
     def answer(
         self,

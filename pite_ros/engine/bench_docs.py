@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pite_ros.engine.onnx_bench import TIMES
+from pite_ros.engine.onnx_bench import TIMES, arrival_note
 from pite_ros.tools.marked_block import replace_block
 
 
@@ -40,7 +40,8 @@ def markdown_table(report: dict[str, Any]) -> str:
     lines += ["", f"{model['source']}, {model['parameters'] / 1e6:.1f} M parameters; `pite-bench engine` "
                   f"{time.strftime('%Y-%m-%d')}, {machine['cpu']} ({machine['cores']} cores), {settings['threads']} "
                   f"threads, {settings['rounds']} rounds × {settings['repeats']} passes × {settings['clips']} clips, "
-                  f"fastest round's medians; torch {machine['torch']}, onnxruntime {machine['onnxruntime']}."]
+                  f"fastest round's medians; torch {machine['torch']}, onnxruntime {machine['onnxruntime']}. "
+                  f"{arrival_note(report)}."]
     if agreement.get("measured"):
         lines[-1] += (f" int8 agrees with torch on {agreement['token_agreement']:.1%} of {agreement['tokens']} "
                       "greedy tokens (teacher forced, held-out clips).")

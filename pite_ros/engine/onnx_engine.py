@@ -167,7 +167,7 @@ class OnnxEngine:
         if self.variant == "fp16" and self.backend.device == "cpu":
             log.warning("%s: an fp16 export on the CPU provider runs slowly (float16 kernels are few there); "
                         "the fp32 or int8 export is the one for CPUs", directory)
-        self.num_frames = int(config.num_frames)
+        self.num_frames, self.image_size = int(config.num_frames), int(config.image_size)
 
     def answer(
         self,

@@ -64,7 +64,7 @@ class TorchEngine:
         except (CheckpointError, OSError, ValueError) as error:
             raise EngineError(f"cannot load the torch model from {model_dir}: {error}") from error
         self.name = Path(model_dir).resolve().name
-        self.num_frames = int(self.model.config.num_frames)
+        self.num_frames, self.image_size = int(self.model.config.num_frames), int(self.model.config.image_size)
 
     def answer(
         self,

@@ -1,7 +1,7 @@
 """``pite-bench node``: what the node costs and how it keeps up, measured the way it runs.
 
-- ingest: the image callback's whole job (convert with cv_bridge semantics, downscale,
-  buffer) per frame at 640x480 and 1920x1080, in-process;
+- ingest: the image callback's whole job (convert with cv_bridge semantics, downscale, the
+  copy at the model's input size, buffer) per frame at 640x480 and 1920x1080, in-process;
 - live: pite_node in its own process with a model; a 30 Hz 640x480 camera (best effort,
   sensor-data QoS as a driver publishes) streams from this process while questions are
   asked back to back through the service: frames dropped (published minus counted by the
@@ -38,12 +38,14 @@ def _image(width: int, height: int, stamp_ns: int, rng: np.random.Generator) -> 
     return msg
 
 
-def ingest_costs(sizes=((640, 480), (1920, 1080)), frames: int = 200, max_side: int = 320) -> dict[str, dict]:
-    """Milliseconds per frame of convert + buffer (the node's defaults), median and p95."""
+def ingest_costs(sizes=((640, 480), (1920, 1080)), frames: int = 200, max_side: int = 320,
+                 model_size: int | None = None) -> dict[str, dict]:
+    """Milliseconds per frame of convert + buffer (the node's defaults; ``model_size`` the
+    model's input side, as the node's buffer resizes to it), median and p95."""
     rng = np.random.default_rng(0)
     figures = {}
     for width, height in sizes:
-        buffer = ClipBuffer(max_seconds=30.0, max_frames=300, max_side=max_side)
+        buffer = ClipBuffer(max_seconds=30.0, max_frames=300, max_side=max_side, model_size=model_size)
         messages = [_image(width, height, 10**18 + i * 33_000_000, rng) for i in range(8)]
         times = []
         for index in range(frames):
@@ -146,7 +148,7 @@ def continuous_rate(model_dir: Path, engine: str, workdir: Path, *, seconds: flo
 
 def format_node_report(report: dict) -> str:
     """The figures as the README table shows them."""
-    lines = ["ingest (convert + downscale + buffer), ms per frame:"]
+    lines = ["ingest (convert + downscale + resize to the model's input + buffer), ms per frame:"]
     for size, figures in report["ingest"].items():
         lines.append(f"  {size:>10}: median {figures['median_ms']:.3f}, p95 {figures['p95_ms']:.3f}")
     lines.append("live, 30 Hz 640x480 camera while answering questions back to back:")

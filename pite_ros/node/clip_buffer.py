@@ -15,7 +15,10 @@ decided here once and counted:
 The buffer holds ONE frame_id and ONE source size at a time (the reset rule makes that an
 invariant), so both are kept per buffer and every ``Clip`` carries them. Images are
 downscaled on entry to ``max_side`` (the model's inputs are small), while the source width
-and height are remembered for mapping outputs back to source pixels. No rclpy here.
+and height are remembered for mapping outputs back to source pixels. With ``model_size``
+each frame is also resized to the model's square input as it arrives (the step an answer
+would otherwise take for all its frames at once; the same pixels, ``resize_for_model``).
+No rclpy here.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from functools import cached_property
 import cv2
 import numpy as np
 
+from pite_ros.model.preprocess import resize_for_model
 from pite_ros.video import uniform_frame_times
 
 NS_PER_S = 1_000_000_000
@@ -62,7 +66,9 @@ class Clip:
     """Frames of one window, oldest first, all of one ``frame_id`` and one source size.
 
     ``stamps`` is ``(frames,)`` int64 nanoseconds; ``frames`` the (possibly downscaled)
-    ``(h, w, 3)`` uint8 RGB images, all the same size; ``width``/``height`` the SOURCE size.
+    ``(h, w, 3)`` uint8 RGB images, all the same size; ``model_frames`` the same frames at the
+    model's square input size when the buffer made them (else None); ``width``/``height`` the
+    SOURCE size.
     ``start_ns``/``end_ns`` are the stamps of the first and last frame of the window the clip
     spans; a sampled clip keeps its parent's, since the model's clip time runs from there.
     """
@@ -74,11 +80,17 @@ class Clip:
     height: int
     start_ns: int
     end_ns: int
+    model_frames: tuple[np.ndarray, ...] | None = None
 
     @cached_property
     def images(self) -> np.ndarray:
         """``(frames, h, w, 3)`` uint8 RGB, stacked once on first use."""
         return np.stack(self.frames)
+
+    @cached_property
+    def model_images(self) -> np.ndarray:
+        """What an engine answers from: ``model_frames`` stacked when there are any, else ``images``."""
+        return self.images if self.model_frames is None else np.stack(self.model_frames)
 
     @property
     def duration(self) -> float:
@@ -110,9 +122,11 @@ class Clip:
     def sample(self, count: int) -> Clip:
         """The ``count`` frames the model sees (``sample_indices``), as a clip of the same window."""
         indices = self.sample_indices(count)
+        model_frames = None if self.model_frames is None else tuple(self.model_frames[i] for i in indices)
         return Clip(
             stamps=self.stamps[indices], frames=tuple(self.frames[i] for i in indices), frame_id=self.frame_id,
             width=self.width, height=self.height, start_ns=self.start_ns, end_ns=self.end_ns,
+            model_frames=model_frames,
         )
 
     def last_image_at_source_size(self) -> np.ndarray:
@@ -140,8 +154,9 @@ def downscaled_size(width: int, height: int, max_side: int | None) -> tuple[int,
 class ClipBuffer:
     """Recent frames of one camera, bounded by ``max_seconds`` and ``max_frames``; thread-safe.
 
-    ``max_side`` downscales stored images (None keeps the source size); ``jump_back_seconds``
-    is how far time may go back before it counts as a new run rather than reordering.
+    ``max_side`` downscales stored images (None keeps the source size); ``model_size`` keeps a
+    copy of each at the model's square input (None: no copy); ``jump_back_seconds`` is how far
+    time may go back before it counts as a new run rather than reordering.
     """
 
     def __init__(
@@ -150,16 +165,19 @@ class ClipBuffer:
         max_frames: int = 300,
         max_side: int | None = None,
         jump_back_seconds: float = 1.0,
+        model_size: int | None = None,
     ) -> None:
         if max_seconds <= 0 or max_frames < 1:
             raise ValueError(f"need max_seconds > 0 and max_frames >= 1, got {max_seconds}, {max_frames}")
         self.max_ns = int(max_seconds * NS_PER_S)
         self.max_frames = int(max_frames)
         self.max_side = max_side
+        self.model_size = model_size
         self.jump_back_ns = int(jump_back_seconds * NS_PER_S)
         self._lock = threading.Lock()
         self._stamps: list[int] = []
         self._frames: list[np.ndarray] = []
+        self._model_frames: list[np.ndarray] = []  # parallel to _frames when model_size is set
         self._frame_id = ""
         self._size = (0, 0)
         self._counters = BufferCounters()
@@ -179,6 +197,7 @@ class ClipBuffer:
         target = downscaled_size(*size, self.max_side)
         if (image.shape[1], image.shape[0]) != target:
             image = cv2.resize(image, target, interpolation=cv2.INTER_AREA)
+        model_image = None if self.model_size is None else resize_for_model(image, self.model_size)
         stamp_ns = int(stamp_ns)
         with self._lock:
             result = self._admit(stamp_ns, frame_id, size)
@@ -188,6 +207,8 @@ class ClipBuffer:
             index = bisect.bisect_right(self._stamps, stamp_ns)
             self._stamps.insert(index, stamp_ns)
             self._frames.insert(index, image)
+            if model_image is not None:
+                self._model_frames.insert(index, model_image)
             if self._trim(stamp_ns):
                 self._counters.dropped_old += 1
                 return AddResult.TOO_OLD
@@ -206,8 +227,7 @@ class ClipBuffer:
             elif stamp_ns < self._stamps[-1] - self.jump_back_ns:
                 reason = AddResult.RESET_TIME_JUMP
         if reason is not None:
-            self._stamps.clear()
-            self._frames.clear()
+            self._empty()
             self._counters.resets += 1
             self.last_reset = reason
         if not self._stamps:
@@ -225,7 +245,7 @@ class ClipBuffer:
         if cut <= 0:
             return False
         new_evicted = new_stamp < self._stamps[cut]
-        del self._stamps[:cut], self._frames[:cut]
+        del self._stamps[:cut], self._frames[:cut], self._model_frames[:cut]
         self._counters.dropped_old += cut - new_evicted
         return new_evicted
 
@@ -250,9 +270,10 @@ class ClipBuffer:
                 return None
             stamps = np.array(self._stamps[first:last], dtype=np.int64)
             frames = tuple(self._frames[first:last])
+            model_frames = tuple(self._model_frames[first:last]) if self.model_size is not None else None
             frame_id, (width, height) = self._frame_id, self._size
         return Clip(stamps=stamps, frames=frames, frame_id=frame_id, width=width, height=height,
-                    start_ns=int(stamps[0]), end_ns=int(stamps[-1]))
+                    start_ns=int(stamps[0]), end_ns=int(stamps[-1]), model_frames=model_frames)
 
     def _window(self, start_ns: int | None, end_ns: int | None, seconds: float | None) -> tuple[int, int]:
         """Indices ``[first, last)`` of the frames in a window (``clip``'s rules); under the lock."""
@@ -318,6 +339,11 @@ class ClipBuffer:
     def clear(self) -> None:
         """Drop every frame (the counters stay)."""
         with self._lock:
-            self._stamps.clear()
-            self._frames.clear()
+            self._empty()
+
+    def _empty(self) -> None:
+        """Drop every frame (under the lock)."""
+        self._stamps.clear()
+        self._frames.clear()
+        self._model_frames.clear()
 

@@ -137,7 +137,7 @@ class PiteNode(LifecycleNode):
             self._release()  # a model that loaded but failed its warm-up is freed too
             return TransitionCallbackReturn.FAILURE
         self.buffer = ClipBuffer(max_seconds=self.param("buffer_seconds"), max_frames=self.param("max_buffer_frames"),
-                                 max_side=self.param("max_image_side"))
+                                 max_side=self.param("max_image_side"), model_size=self.engine.image_size)
         self.get_logger().info(f"model ready in {time.perf_counter() - started:.1f} s")
         return super().on_configure(state)
 
@@ -434,7 +434,7 @@ class PiteNode(LifecycleNode):
 
         started = time.perf_counter()
         try:
-            result = engine.answer(frames.images, job.question, duration, max_new_tokens=self.param("max_new_tokens"),
+            result = engine.answer(frames.model_images, job.question, duration, max_new_tokens=self.param("max_new_tokens"),
                                    on_token=keep_going)
         except Exception as error:  # the worker logs it; /diagnostics says it (WARN) and counts it
             with self._lock:

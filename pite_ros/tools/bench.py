@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 def engine_command(args: argparse.Namespace) -> int:
     from pite_ros.engine.base import EngineError
     from pite_ros.engine.loader import DEFAULT_MODEL_DIR
-    from pite_ros.engine.onnx_bench import ENGINES, BenchSettings, build_random_checkpoint, format_report, run_benchmark
+    from pite_ros.engine.onnx_bench import (ENGINES, BenchSettings, build_random_checkpoint, format_report, goals_for,
+                                            run_benchmark)
     from pite_ros.model.checkpoint import CheckpointError
     from pite_ros.model.config import ConfigError
 
@@ -100,13 +101,14 @@ def engine_command(args: argparse.Namespace) -> int:
         work = args.work_dir or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
         try:
+            random_weights = False
             if args.model:
                 checkpoint, source = args.model, f"given model {args.model}"
             elif args.preset or not (DEFAULT_MODEL_DIR / "config.json").is_file():
                 preset = args.preset or "tiny"
                 checkpoint = work / f"{preset}-random"
                 reason = "asked for" if args.preset else "no shipped default model"
-                source = f"preset {preset}, random weights ({reason})"
+                source, random_weights = f"preset {preset}, random weights ({reason})", True
                 if not (checkpoint / "model.safetensors").is_file():
                     build_random_checkpoint(preset, checkpoint)
             else:
@@ -114,7 +116,8 @@ def engine_command(args: argparse.Namespace) -> int:
             print(f"pite-bench engine: {source}", flush=True)
             settings = BenchSettings(threads=args.threads, repeats=args.repeats, clips=args.clips, rounds=args.rounds,
                                      max_new_tokens=args.max_new_tokens)
-            report = run_benchmark(checkpoint, work / f"{checkpoint.name}-onnx", source, settings, engines)
+            goals = goals_for(args.preset, random_weights)
+            report = run_benchmark(checkpoint, work / f"{checkpoint.name}-onnx", source, settings, engines, goals)
             block = "default" if checkpoint == DEFAULT_MODEL_DIR else args.preset or Path(checkpoint).name
         except (CheckpointError, ConfigError, EngineError) as error:
             print(f"pite-bench: {error}", file=sys.stderr)
@@ -141,6 +144,7 @@ def node_command(args: argparse.Namespace) -> int:
     from pite_ros.engine.base import EngineError
     from pite_ros.engine.export import export_onnx
     from pite_ros.engine.loader import default_model_dir
+    from pite_ros.model.config import ConfigError, load_config
     from pite_ros.node.client import use_large_image_transport
 
     use_large_image_transport()  # before rclpy starts here or in the node process
@@ -155,7 +159,7 @@ def node_command(args: argparse.Namespace) -> int:
         try:
             model = args.model or default_model_dir()
             print(f"pite-bench node: model {model}", flush=True)
-            report = {"model": str(model), "ingest": ingest_costs(), "live": [], "live_continuous": [],
+            report = {"model": str(model), "ingest": ingest_costs(model_size=load_config(model).image_size), "live": [], "live_continuous": [],
                       "continuous": []}
             for engine in engines:
                 model_dir = model
@@ -167,7 +171,7 @@ def node_command(args: argparse.Namespace) -> int:
                 report["live_continuous"].append(live_run(model_dir, engine, work, seconds=args.seconds,
                                                           threads=args.threads, continuous_hz=1.0))
                 report["continuous"].append(continuous_rate(model_dir, engine, work, threads=args.threads))
-        except (EngineError, TimeoutError, RuntimeError) as error:
+        except (EngineError, ConfigError, TimeoutError, RuntimeError) as error:
             print(f"pite-bench: {error}", file=sys.stderr)
             return 2
         print(format_node_report(report))

@@ -9,7 +9,7 @@ import pytest
 
 from pite_ros.engine.bench_docs import write_docs
 from pite_ros.engine.bench_peers import HfGenerateRunner
-from pite_ros.engine.onnx_bench import BenchSettings, compare, format_report, run_benchmark
+from pite_ros.engine.onnx_bench import GOALS, BenchSettings, compare, format_report, goals_for, run_benchmark
 from pite_ros.model.generation import generate
 from pite_ros.model.torch_generation import TorchBackend
 from pite_ros.tools.bench import main as bench_main
@@ -17,7 +17,7 @@ from pite_ros.tools.bench import main as bench_main
 
 def engine(e2e: float, tokens: list[list[int]], rss: float = 500.0) -> dict:
     return {"path": "x", "load_s": 0.1, "frames": 4, "vision_ms": e2e / 10, "prefill_ms": e2e / 5,
-            "decode_ms_per_token": e2e / 20, "e2e_ms": e2e, "tokens_per_answer": 2.0, "rss_peak_mb": rss,
+            "decode_ms_per_token": e2e / 20, "e2e_ms": e2e, "arrival_resize_ms_per_frame": 0.25, "tokens_per_answer": 2.0, "rss_peak_mb": rss,
             "rss_model_mb": rss - 400, "token_ids": tokens}
 
 
@@ -44,14 +44,20 @@ def test_compare_ratios_agreement_and_goals():
     assert goals["onnx_fp32_vs_best_torch"] == {"value": pytest.approx(0.5), "goal": 1.0, "met": False}  # vision
     assert goals["onnx_int8_vs_best_torch"]["value"] == pytest.approx(0.2)
     assert goals["int8_token_agreement"]["met"] is True
+    # The goals a run is held to: the 4x answer goal is bench-400m's, the agreement goal trained weights'.
+    assert set(GOALS) - set(goals_for(None, random_weights=False)) == {"onnx_int8_e2e_ms_speedup"}
+    assert set(GOALS) - set(goals_for("bench-400m", random_weights=True)) == {"int8_token_agreement"}
+    assert set(GOALS) - set(goals_for("tiny", random_weights=True)) == {"onnx_int8_e2e_ms_speedup", "int8_token_agreement"}
+    assert set(compare(measured, export, goals_for("bench-400m", True))["goals"]) == set(goals) - {"int8_token_agreement"}
     table = format_report(report(measured, comparison, export))
     assert "onnx-int8" in table and "3.00x" in table and "goal onnx_int8_e2e_ms_speedup >= 4.0: 1.20 -> NOT met" in table
     assert "96.0% over 50 tokens" in table and "vs best torch" in table
+    assert "320x240 camera frames resized to the model's input as they arrived (the node's buffer does it: 0.25 ms" in table
 
 
 def report(measured: dict, comparison: dict, export: dict) -> dict:
     return {"model": {"source": "preset tiny", "parameters": 2e5, "checkpoint": "c"},
-            "settings": {"threads": 2, "rounds": 2, "repeats": 3, "clips": 3},
+            "settings": {"threads": 2, "rounds": 2, "repeats": 3, "clips": 3, "frame_size": [240, 320]},
             "machine": {"cpu": "cpu", "cores": 2, "load_average_1min": 1.0, "load_average_1min_end": 1.5,
                         "torch": "t", "onnxruntime": "o"},
             "export": {"reused": False, "directory": "d", "parity": {"passed": True}, **export},
@@ -70,6 +76,7 @@ def test_docs_blocks_are_rewritten_with_the_run(tmp_path):
     text = page.read_text()
     assert text.startswith("before\n<!-- pite-bench engine: tiny -->\n| engine |") and text.endswith("tiny -->\nafter\n")
     assert "old figures" not in text and "| onnx-fp32 | 10.0 | 20.0 | 5.00 | 100.0 | 3.00× / 3.00× / 3.00× / 3.00× | 3.00× / 3.00× / 3.00× / 3.00× |" in text
+    assert "320x240 camera frames resized" in text and "0.25 ms a frame, not in the answer times). Goals met" in text
     assert "0.5-0.8 |" in text and "Goals met: 5 of 6; not met: int8_token_agreement nan." in text
     assert "kept" in other.read_text()
 
@@ -95,6 +102,8 @@ def test_cli_checks_its_options(capsys, tmp_path):
     assert "missing" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench_main(["engine", "--model", "a", "--preset", "tiny"])  # one or the other
+    assert bench_main(["node", "--model", str(tmp_path / "no_model"), "--engines", "onnx"]) == 2
+    assert "no_model: neither a preset" in capsys.readouterr().err
 
 
 def test_torch_compile_without_a_compiler_is_named(capsys, tmp_path, monkeypatch):
@@ -112,7 +121,7 @@ def test_engine_bench_on_the_tiny_model(tmp_path, checkpoint):
     assert set(engines) == set(kinds)
     for values in engines.values():
         assert values["frames"] == 4 and values["e2e_ms"] > values["decode_ms_per_token"] > 0
-        assert values["rss_peak_mb"] > 100
+        assert values["rss_peak_mb"] > 100 and values["arrival_resize_ms_per_frame"] > 0
     assert report["comparison"]["onnx-fp32"]["answers_identical"] == "2/2"
     assert report["export"]["parity"]["passed"] and not report["export"]["reused"]
     settings = BenchSettings(repeats=1, clips=1, rounds=2)

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from pite_ros.model.preprocess import preprocess_frames, resize_for_model
 from pite_ros.node.clip_buffer import AddResult, ClipBuffer, downscaled_size
 
 S = 1_000_000_000
@@ -106,6 +107,29 @@ def test_images_are_downscaled_but_the_source_size_is_remembered() -> None:
     assert downscaled_size(640, 480, 320) == (320, 240)
     assert downscaled_size(480, 1000, 100) == (48, 100)
     assert downscaled_size(30, 20, 320) == (30, 20) and downscaled_size(3000, 1, 300) == (300, 1)
+
+
+def test_model_size_copies_follow_the_frames_and_give_the_same_pixel_values() -> None:
+    """Frames resized on arrival (``model_size``) preprocess to exactly what the camera frames give,
+    and stay paired with their frames through reordering, trimming, sampling and resets."""
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (480, 640, 3), np.uint8) for _ in range(5)]
+    buffer = ClipBuffer(max_side=320, model_size=32, max_frames=4)
+    for index in (0, 2, 1, 3, 4):  # frame 1 arrives late; frame 0 is trimmed by max_frames
+        buffer.add(T0 + index * S // 10, "camera", images[index])
+    clip = buffer.clip()
+    assert clip.images.shape == (4, 240, 320, 3) and clip.model_images.shape == (4, 32, 32, 3)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.25)
+    assert np.array_equal(preprocess_frames(clip.model_images, 32, mean, std), preprocess_frames(clip.images, 32, mean, std))
+    sampled = clip.sample(6)
+    assert [id(m) for m in sampled.model_frames] == [id(clip.model_frames[i]) for i in clip.sample_indices(6)]
+    assert np.array_equal(sampled.model_images[0], resize_for_model(sampled.frames[0], 32))
+    plain = filled([0.0, 0.1])
+    assert plain.clip().model_frames is None and plain.clip().model_images.shape == (2, 6, 8, 3)
+    buffer.add(T0 + S // 10, "other_camera", images[0])  # a reset drops the copies with the frames
+    assert len(buffer.clip().model_frames) == 1 and buffer.clip().model_images.shape == (1, 32, 32, 3)
+    buffer.clear()
+    assert buffer.clip() is None
 
 
 def test_bad_images_are_refused() -> None:

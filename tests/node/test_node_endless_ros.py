@@ -44,6 +44,7 @@ class EndlessEngine:
 
     name = "endless"
     num_frames = 4
+    image_size = 32
 
     def __init__(self) -> None:
         self.stopped: list[str] = []  # questions whose answer was stopped by on_token
