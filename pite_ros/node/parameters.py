@@ -42,7 +42,8 @@ SPECS: dict[str, Spec] = {
     "clip_seconds": Spec(4.0, "length of the clip the model sees (latest seconds)", range=(0.1, 120.0)),
     "buffer_seconds": Spec(30.0, "seconds of images kept for queries with a past clip window", read_only=True, range=(1.0, 600.0)),
     "max_buffer_frames": Spec(300, "most images kept in the clip buffer", read_only=True, range=(2, 10000)),
-    "max_image_side": Spec(320, "buffered images are downscaled to this longest side (model inputs are small)",
+    "max_image_side": Spec(320, "buffered images are downscaled to this longest side (model inputs are small); each also "
+                                "keeps a copy at the model's input size, made on arrival so an answer does not resize",
                            read_only=True, range=(16, 4096)),
     "max_image_pixels": Spec(40_000_000, "larger images are refused as malformed", read_only=True, range=(1, 1 << 31)),
     "enabled": Spec(True, "switch inference on or off without a lifecycle transition"),
