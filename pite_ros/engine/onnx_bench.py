@@ -291,7 +291,8 @@ def measure_engine(kind: str, path: str, settings: BenchSettings) -> dict[str, A
         "path": path, "load_s": load_s, "warmup_s": warmup_s, "frames": int(clips[0].frames.shape[0]),
         "vision_ms": statistics.median(times["encode"]), "prefill_ms": statistics.median(times["prefill"]),
         "decode_ms_per_token": statistics.median(times["decode"]) if times["decode"] else float("nan"),
-        "e2e_ms": statistics.median(e2e), "arrival_resize_ms_per_frame": resize_ms, "tokens_per_answer": float(np.mean([len(ids) for ids in answers])),
+        "e2e_ms": statistics.median(e2e), "arrival_resize_ms_per_frame": resize_ms,
+        "tokens_per_answer": float(np.mean([len(ids) for ids in answers])),
         "rss_peak_mb": peak, "rss_model_mb": peak - baseline, "token_ids": answers,
         "load_average": [load_before, os.getloadavg()[0]],
     }

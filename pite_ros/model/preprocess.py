@@ -17,9 +17,9 @@ import numpy as np
 
 def resize_for_model(frame: np.ndarray, image_size: int) -> np.ndarray:
     """One ``(H, W, 3)`` frame at the tower's ``(image_size, image_size, 3)``; a frame already that
-    size is returned as it is. The node calls this as each camera frame arrives
-    (``ClipBuffer(model_size=...)``), so an answer starts from frames this step has already seen
-    and ``preprocess_frames`` gives the same pixels as from the camera frames."""
+    size is returned as it is. ``preprocess_frames`` resizes with it, and the node's buffer calls it
+    as each camera frame arrives (``ClipBuffer(model_size=...)``), so an answer starts from
+    model-size frames with the same pixels as resizing the camera frames then."""
     size = (image_size, image_size)
     if frame.shape[:2] == size:
         return frame

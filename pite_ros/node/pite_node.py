@@ -434,8 +434,8 @@ class PiteNode(LifecycleNode):
 
         started = time.perf_counter()
         try:
-            result = engine.answer(frames.model_images, job.question, duration, max_new_tokens=self.param("max_new_tokens"),
-                                   on_token=keep_going)
+            result = engine.answer(frames.model_images, job.question, duration,
+                                   max_new_tokens=self.param("max_new_tokens"), on_token=keep_going)
         except Exception as error:  # the worker logs it; /diagnostics says it (WARN) and counts it
             with self._lock:
                 self.counters.failures += 1

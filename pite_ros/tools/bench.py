@@ -159,8 +159,8 @@ def node_command(args: argparse.Namespace) -> int:
         try:
             model = args.model or default_model_dir()
             print(f"pite-bench node: model {model}", flush=True)
-            report = {"model": str(model), "ingest": ingest_costs(model_size=load_config(model).image_size), "live": [], "live_continuous": [],
-                      "continuous": []}
+            ingest = ingest_costs(model_size=load_config(model).image_size)
+            report = {"model": str(model), "ingest": ingest, "live": [], "live_continuous": [], "continuous": []}
             for engine in engines:
                 model_dir = model
                 if engine == "onnx":
